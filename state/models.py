@@ -1,0 +1,198 @@
+"""Frozen value types shared by every layer: margin modes, positions, markets, marks.
+
+Money is ``Decimal`` everywhere. Every constructor validates its fields and
+raises :class:`state.errors.MarginError` naming the bad one, so a value that
+exists is a value the margin math can trust.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
+from enum import StrEnum
+
+from state.errors import MarginError
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+# Exponent of the Orderly model: the maintenance rate grows with notional**0.8.
+ORDERLY_EXPONENT = Decimal("0.8")
+
+
+class MarginMode(StrEnum):
+    """How a position is margined: with the account's shared balance or its own margin."""
+
+    CROSS = "CROSS"
+    ISOLATED = "ISOLATED"
+
+
+def check_decimal(name: str, value: object) -> Decimal:
+    """Return ``value`` if it is a finite Decimal, else raise MarginError naming it."""
+    if not isinstance(value, Decimal):
+        raise MarginError(f"{name} must be a Decimal, got {type(value).__name__}")
+    if not value.is_finite():
+        raise MarginError(f"{name} must be finite, got {value}")
+    return value
+
+
+def check_positive(name: str, value: object) -> Decimal:
+    """Return ``value`` if it is a finite Decimal > 0, else raise MarginError naming it."""
+    if check_decimal(name, value) <= 0:
+        raise MarginError(f"{name} must be > 0, got {value}")
+    return value  # type: ignore[return-value]
+
+
+def check_rate(name: str, value: object) -> Decimal:
+    """Return ``value`` if it is a rate in the open interval (0, 1)."""
+    if not ZERO < check_decimal(name, value) < ONE:
+        raise MarginError(f"{name} must be in (0, 1), got {value}")
+    return value  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class FlatModel:
+    """Maintenance margin ``notional * rate``."""
+
+    rate: Decimal
+
+    def __post_init__(self) -> None:
+        check_rate("rate", self.rate)
+
+
+@dataclass(frozen=True, slots=True)
+class Bracket:
+    """One tier: from ``floor`` notional up, maintenance is ``notional * rate - amount``."""
+
+    floor: Decimal
+    rate: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class BracketsModel:
+    """Tiered maintenance (Binance, Bybit, Hyperliquid): the highest bracket whose floor <= n."""
+
+    brackets: tuple[Bracket, ...]
+
+    def __post_init__(self) -> None:
+        if not self.brackets:
+            raise MarginError("brackets must hold at least one bracket")
+        previous: Bracket | None = None
+        for i, b in enumerate(self.brackets):
+            where = f"brackets[{i}]"
+            check_decimal(f"{where}.floor", b.floor)
+            check_rate(f"{where}.rate", b.rate)
+            check_decimal(f"{where}.amount", b.amount)
+            if previous is None:
+                if b.floor != 0:
+                    raise MarginError(f"{where}.floor must be 0 (the first bracket), got {b.floor}")
+                if b.amount != 0:
+                    raise MarginError(
+                        f"{where}.amount must be 0 so that maintenance is 0 at notional 0,"
+                        f" got {b.amount}"
+                    )
+            else:
+                if b.floor <= previous.floor:
+                    raise MarginError(
+                        f"{where}.floor must be above the previous floor {previous.floor},"
+                        f" got {b.floor}"
+                    )
+                expected = previous.amount + b.floor * (b.rate - previous.rate)
+                if b.amount != expected:
+                    raise MarginError(
+                        f"{where}.amount must be {expected} for maintenance to be continuous"
+                        f" at floor {b.floor}, got {b.amount}"
+                    )
+            previous = b
+
+
+@dataclass(frozen=True, slots=True)
+class OrderlyModel:
+    """Orderly's model: ``n * max(base_mmr, base_mmr / base_imr * imr_factor * n**0.8)``."""
+
+    base_imr: Decimal
+    base_mmr: Decimal
+    imr_factor: Decimal
+    # base_mmr / base_imr * imr_factor: the coefficient of n**0.8 in the rate.
+    k: Decimal = field(init=False, repr=False, compare=False)
+    # Below this notional the rate is surely base_mmr (kept a hair under the exact
+    # threshold so that the shortcut never skips a dynamic rate that applies).
+    base_below: Decimal = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_rate("base_imr", self.base_imr)
+        check_rate("base_mmr", self.base_mmr)
+        if check_decimal("imr_factor", self.imr_factor) < 0:
+            raise MarginError(f"imr_factor must be >= 0, got {self.imr_factor}")
+        if self.base_mmr > self.base_imr:
+            raise MarginError(
+                f"base_mmr ({self.base_mmr}) must not exceed base_imr ({self.base_imr})"
+            )
+        with localcontext() as ctx:
+            ctx.prec = 40
+            k = self.base_mmr / self.base_imr * self.imr_factor
+            if k == 0:
+                base_below = Decimal("Infinity")
+            else:
+                # k * n**0.8 >= base_mmr  <=>  n >= (base_mmr / k) ** 1.25
+                threshold = (self.base_mmr / k) ** Decimal("1.25")
+                base_below = threshold * (ONE - Decimal("1e-20"))
+        object.__setattr__(self, "k", k)
+        object.__setattr__(self, "base_below", base_below)
+
+
+MaintenanceModel = FlatModel | BracketsModel | OrderlyModel
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """What liqwatch knows of one symbol: its maintenance model and default margin mode."""
+
+    symbol: str
+    maintenance: MaintenanceModel
+    default_margin_mode: MarginMode = MarginMode.CROSS
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """One open position; (account, symbol, margin_mode) identifies it.
+
+    ``qty`` is signed (long > 0). ``margin`` is the isolated margin and is only
+    set for ISOLATED positions; ``leverage`` is kept for the record.
+    """
+
+    account: str
+    symbol: str
+    margin_mode: MarginMode
+    qty: Decimal
+    entry_price: Decimal
+    margin: Decimal | None = None
+    leverage: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        check_decimal("qty", self.qty)
+        check_positive("entry_price", self.entry_price)
+        if self.margin_mode is MarginMode.ISOLATED:
+            if self.margin is None:
+                raise MarginError("an ISOLATED position needs a margin")
+            if check_decimal("margin", self.margin) < 0:
+                raise MarginError(f"margin must be >= 0, got {self.margin}")
+        elif self.margin is not None:
+            raise MarginError("a CROSS position has no margin of its own")
+        if self.leverage is not None:
+            check_positive("leverage", self.leverage)
+
+    @property
+    def is_long(self) -> bool:
+        """Whether the position gains when the price rises."""
+        return self.qty > 0
+
+
+@dataclass(frozen=True, slots=True)
+class MarkPrice:
+    """A validated mark: venue timestamp orders ticks, receive time measures freshness."""
+
+    symbol: str
+    price: Decimal
+    venue_ts: int
+    recv_ts: float

@@ -1,0 +1,1 @@
+"""liqwatch's daemon: config, feeds, engine, input consumer, CLI."""
