@@ -1,0 +1,144 @@
+"""Every Redis key liqwatch uses, in one place.
+
+All keys of a shard carry its tag in braces (``liq:{0}:...``) so that an
+account's keys, the index sets and the streams of one shard share a hash slot
+and one Lua script may touch them all, also under Redis Cluster. The only key
+outside a shard is the process heartbeat, ``<prefix>:health`` (CONTRACT.md).
+
+- ``P:{s}:acct:<account>`` hash: balance, seq, version, status, liq_id, liq_ts,
+  and ``lev|<MODE>|<symbol>`` leverage settings.
+- ``P:{s}:pos:<account>`` hash: ``<MODE>|<symbol>`` -> position JSON
+  (qty, entry_price, margin, leverage, status, liq_id).
+- ``P:{s}:mark:<symbol>`` hash: price, venue_ts, recv_ms, status (LIVE/STALE), venue.
+- ``P:{s}:idx:<symbol>:long`` and ``:short`` zsets: ``C|<account>`` (a cross
+  leg) or ``I|<account>`` (an isolated position) scored by trigger price.
+- ``P:{s}:liquidating`` zset: ``C|<account>`` or ``I|<account>|<symbol>`` -> claim ms.
+- ``P:{s}:liqid:<id>`` string: idempotency key of a decision (SET NX).
+- ``P:{s}:in``, ``P:{s}:in:dead``, ``P:{s}:events`` streams: input, dead
+  letters, liquidation events.
+- ``P:{s}:in:lease`` string: the instance applying input now (TTL).
+- ``P:{s}:stats`` hash: counters.
+- ``P:health`` string: heartbeat JSON with a TTL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from state.models import MarginMode
+
+Side = Literal["long", "short"]
+
+CROSS_MEMBER = "C|"
+ISOLATED_MEMBER = "I|"
+
+
+def position_field(mode: MarginMode, symbol: str) -> str:
+    """Name a position inside its account's positions hash."""
+    return f"{mode.value}|{symbol}"
+
+
+def split_position_field(name: str) -> tuple[MarginMode, str]:
+    """Return (mode, symbol) of a positions-hash field."""
+    mode, _, symbol = name.partition("|")
+    return MarginMode(mode), symbol
+
+
+def leverage_field(mode: MarginMode, symbol: str) -> str:
+    """Name the leverage setting of (symbol, mode) inside the account hash."""
+    return f"lev|{mode.value}|{symbol}"
+
+
+def index_member(mode: MarginMode, account: str) -> str:
+    """Name an account's entry in a symbol's index set (the set fixes the symbol)."""
+    return (CROSS_MEMBER if mode is MarginMode.CROSS else ISOLATED_MEMBER) + account
+
+
+def split_index_member(member: str) -> tuple[MarginMode, str]:
+    """Return (mode, account) of an index member."""
+    mode = MarginMode.CROSS if member.startswith(CROSS_MEMBER) else MarginMode.ISOLATED
+    return mode, member[2:]
+
+
+def liquidating_member(mode: MarginMode, account: str, symbol: str | None = None) -> str:
+    """Name an in-flight liquidation in the LIQUIDATING set."""
+    if mode is MarginMode.CROSS:
+        return CROSS_MEMBER + account
+    return f"{ISOLATED_MEMBER}{account}|{symbol}"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names of one shard under one prefix."""
+
+    prefix: str = "liq"
+    shard: int = 0
+
+    @property
+    def base(self) -> str:
+        """The common start of every key of this shard."""
+        return f"{self.prefix}:{{{self.shard}}}"
+
+    def account(self, account: str) -> str:
+        """Hash of one account: balance, seq, version, status, leverage settings."""
+        return f"{self.base}:acct:{account}"
+
+    def positions(self, account: str) -> str:
+        """Hash of one account's positions, both modes."""
+        return f"{self.base}:pos:{account}"
+
+    def mark(self, symbol: str) -> str:
+        """Hash of one symbol's last mark and its LIVE/STALE status."""
+        return f"{self.base}:mark:{symbol}"
+
+    def index(self, symbol: str, side: Side) -> str:
+        """Sorted set of one (symbol, side): members scored by trigger price."""
+        return f"{self.base}:idx:{symbol}:{side}"
+
+    @property
+    def liquidating(self) -> str:
+        """Sorted set of in-flight liquidations scored by claim time (ms)."""
+        return f"{self.base}:liquidating"
+
+    def liq_id(self, liq_id: str) -> str:
+        """Idempotency key of one liquidation decision."""
+        return f"{self.base}:liqid:{liq_id}"
+
+    @property
+    def input(self) -> str:
+        """Input stream: balance, position and leverage updates."""
+        return f"{self.base}:in"
+
+    @property
+    def dead(self) -> str:
+        """Dead-letter stream: input messages set aside, with the reason."""
+        return f"{self.base}:in:dead"
+
+    @property
+    def events(self) -> str:
+        """Liquidation events stream."""
+        return f"{self.base}:events"
+
+    @property
+    def input_lease(self) -> str:
+        """Lease naming the one instance that applies input now."""
+        return f"{self.base}:in:lease"
+
+    @property
+    def stats(self) -> str:
+        """Counters hash."""
+        return f"{self.base}:stats"
+
+    @property
+    def health(self) -> str:
+        """Heartbeat of the daemon process (outside any shard, per CONTRACT.md)."""
+        return f"{self.prefix}:health"
+
+    def account_pattern(self) -> str:
+        """SCAN pattern matching every account hash of this shard."""
+        return f"{self.base}:acct:*"
+
+    def mark_pattern(self) -> str:
+        """SCAN pattern matching every mark hash of this shard."""
+        return f"{self.base}:mark:*"
