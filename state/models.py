@@ -7,6 +7,7 @@ exists is a value the margin math can trust.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from enum import StrEnum
@@ -104,6 +105,21 @@ class BracketsModel:
                         f" at floor {b.floor}, got {b.amount}"
                     )
             previous = b
+
+    @classmethod
+    def from_rates(cls, tiers: Sequence[tuple[Decimal, Decimal]]) -> BracketsModel:
+        """Build brackets from (floor, rate) pairs, deriving each amount by continuity."""
+        brackets: list[Bracket] = []
+        for floor, rate in tiers:
+            if brackets:
+                prev = brackets[-1]
+                amount = prev.amount + check_decimal("floor", floor) * (
+                    check_decimal("rate", rate) - prev.rate
+                )
+            else:
+                amount = ZERO
+            brackets.append(Bracket(floor, rate, amount))
+        return cls(tuple(brackets))
 
 
 @dataclass(frozen=True, slots=True)
