@@ -1,0 +1,181 @@
+"""The mark book: where feeds hand over marks and the engine takes the latest ones.
+
+Feeds call :meth:`MarkBook.offer` for every parsed mark; the engine waits for
+something new and takes, per changed symbol, the latest mark together with
+the lowest and highest accepted since it last looked. So a slow engine acts
+on the latest price, never a queue of old ones, yet still sees a crossing
+that a burst of ticks went through and back (DESIGN.md, "Prices are untrusted").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+from state.models import MarkPrice
+from watcher.feeds.errors import PriceRejected, RejectReason
+from watcher.feeds.spec import FeedSpec
+
+
+class SymbolStatus(StrEnum):
+    """Whether a symbol's mark may be acted on."""
+
+    LIVE = "LIVE"
+    STALE = "STALE"
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The latest mark of a symbol and the extremes accepted since the engine last took it."""
+
+    mark: MarkPrice
+    low: Decimal
+    high: Decimal
+
+
+class _Slot:
+    __slots__ = ("high", "low", "mark", "reported", "stale_after")
+
+    def __init__(self, stale_after: float) -> None:
+        self.stale_after = stale_after
+        self.mark: MarkPrice | None = None
+        self.low = Decimal(0)
+        self.high = Decimal(0)
+        # What check_staleness last told the caller; every symbol starts STALE
+        # (nothing known), so its first mark is reported as a transition to LIVE.
+        self.reported = SymbolStatus.STALE
+
+
+class MarkBook:
+    """Hold, per configured symbol, the latest accepted mark and its freshness.
+
+    Rules for a mark to be accepted: its symbol is configured
+    (else ``unknown_symbol``); its venue timestamp is not older than the last
+    accepted one's (else ``stale_ts``); an equal timestamp is a duplicate
+    (``duplicate_ts``) unless the feed's venue stamps coarsely
+    (``equal_ts_ok``) and the price differs. Refusals are counted by reason in
+    :attr:`rejected` and change nothing else.
+    """
+
+    def __init__(self, stale_after: Mapping[str, float]) -> None:
+        for symbol, seconds in stale_after.items():
+            if not seconds > 0:
+                raise ValueError(f"stale_after of {symbol} must be > 0, got {seconds}")
+        self._slots = {symbol: _Slot(seconds) for symbol, seconds in stale_after.items()}
+        self._dirty: set[str] = set()
+        self._changed = asyncio.Event()
+        self.rejected: Counter[str] = Counter()
+        self.accepted = 0
+
+    @classmethod
+    def from_feeds(cls, feeds: Iterable[FeedSpec]) -> MarkBook:
+        """Build a book for every symbol the feeds deliver; the strictest stale_after wins."""
+        stale_after: dict[str, float] = {}
+        for feed in feeds:
+            for symbol in feed.position_symbols:
+                stale_after[symbol] = min(
+                    stale_after.get(symbol, feed.stale_after), feed.stale_after
+                )
+        return cls(stale_after)
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        """Return the configured symbols."""
+        return frozenset(self._slots)
+
+    def refusal(self, mark: MarkPrice, *, equal_ts_ok: bool = False) -> RejectReason | None:
+        """Return why :meth:`offer` would refuse ``mark`` now, or None if it would accept it."""
+        slot = self._slots.get(mark.symbol)
+        if slot is None:
+            return "unknown_symbol"
+        last = slot.mark
+        if last is not None:
+            if mark.venue_ts < last.venue_ts:
+                return "stale_ts"
+            if mark.venue_ts == last.venue_ts and (not equal_ts_ok or mark.price == last.price):
+                return "duplicate_ts"
+        return None
+
+    def offer(self, mark: MarkPrice, *, equal_ts_ok: bool = False) -> bool:
+        """Accept ``mark`` unless :meth:`refusal` names a reason (then count it); say which."""
+        reason = self.refusal(mark, equal_ts_ok=equal_ts_ok)
+        if reason is not None:
+            self.rejected[reason] += 1
+            return False
+        slot = self._slots[mark.symbol]
+        slot.mark = mark
+        price = mark.price
+        if mark.symbol in self._dirty:
+            if price < slot.low:
+                slot.low = price
+            elif price > slot.high:
+                slot.high = price
+        else:
+            slot.low = slot.high = price
+            self._dirty.add(mark.symbol)
+            self._changed.set()
+        self.accepted += 1
+        return True
+
+    def note_rejects(self, rejects: Iterable[PriceRejected]) -> None:
+        """Count marks a parser refused, so every refusal shows in :attr:`rejected`."""
+        for exc in rejects:
+            self.rejected[exc.reason] += 1
+
+    async def wait(self) -> None:
+        """Wait until some symbol has an untaken mark (bound it with ``asyncio.timeout``)."""
+        if not self._dirty:
+            await self._changed.wait()
+
+    def take(self) -> dict[str, Tick]:
+        """Return a Tick for every symbol with marks since the last take, and forget them."""
+        ticks: dict[str, Tick] = {}
+        for symbol in self._dirty:
+            slot = self._slots[symbol]
+            assert slot.mark is not None  # a dirty slot always holds the mark that dirtied it
+            ticks[symbol] = Tick(slot.mark, slot.low, slot.high)
+        self._dirty.clear()
+        self._changed.clear()
+        return ticks
+
+    def latest(self, symbol: str) -> MarkPrice | None:
+        """Return the latest accepted mark of ``symbol``, taken or not."""
+        slot = self._slots.get(symbol)
+        return slot.mark if slot is not None else None
+
+    def last_recv(self, symbol: str) -> float | None:
+        """Return the monotonic receive time of the latest accepted mark of ``symbol``."""
+        mark = self.latest(symbol)
+        return mark.recv_ts if mark is not None else None
+
+    def status(self, symbol: str, now: float) -> SymbolStatus:
+        """Return LIVE if ``symbol`` had an accepted mark within its stale_after of ``now``."""
+        slot = self._slots.get(symbol)
+        if slot is None or slot.mark is None:
+            return SymbolStatus.STALE
+        if now - slot.mark.recv_ts <= slot.stale_after:
+            return SymbolStatus.LIVE
+        return SymbolStatus.STALE
+
+    def check_staleness(self, now: float) -> list[tuple[str, SymbolStatus]]:
+        """Return the symbols whose status changed since the last call, with the new status."""
+        changes: list[tuple[str, SymbolStatus]] = []
+        for symbol, slot in self._slots.items():
+            current = self.status(symbol, now)
+            if current is not slot.reported:
+                slot.reported = current
+                changes.append((symbol, current))
+        return changes
+
+    def next_stale_at(self) -> float | None:
+        """Return when the first symbol reported LIVE will turn STALE if nothing arrives."""
+        deadlines = [
+            slot.mark.recv_ts + slot.stale_after
+            for slot in self._slots.values()
+            if slot.mark is not None and slot.reported is SymbolStatus.LIVE
+        ]
+        return min(deadlines, default=None)

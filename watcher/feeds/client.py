@@ -1,0 +1,300 @@
+"""One feed connection as one task: connect, subscribe, keep alive, parse, offer, reconnect.
+
+:func:`run_feed` never returns: it reconnects forever with
+:class:`~watcher.feeds.backoff.Backoff`. Network and protocol failures are
+retried; a bad frame or a bad price is counted, logged once per burst and
+dropped; anything else (a bug, a bad URL) propagates so that the TaskGroup
+owning the feed ends and the supervisor restarts the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NoReturn
+
+import structlog
+from structlog.typing import FilteringBoundLogger
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake
+
+from state.models import MarkPrice
+from watcher.feeds.backoff import Backoff
+from watcher.feeds.book import MarkBook
+from watcher.feeds.errors import FrameError
+from watcher.feeds.spec import FeedSpec
+from watcher.feeds.venue import ParseResult, Venue
+
+Clock = Callable[[], float]
+
+
+class FeedState(StrEnum):
+    """Where a feed connection is: LIVE only once marks for its symbols arrived."""
+
+    CONNECTING = "CONNECTING"
+    CONNECTED = "CONNECTED"
+    LIVE = "LIVE"
+    BACKOFF = "BACKOFF"
+
+
+@dataclass(slots=True)
+class FeedStats:
+    """Counters of one feed task, read by metrics and health checks."""
+
+    state: FeedState = FeedState.CONNECTING
+    attempts: int = 0
+    connects: int = 0
+    frames: int = 0
+    marks: int = 0
+    frame_errors: Counter[str] = field(default_factory=Counter)
+    venue_errors: int = 0
+    replies: int = 0
+    keepalives: int = 0
+    silences: int = 0
+    # Marks for symbols this feed was not asked for (Orderly's ``markprices``
+    # carries every market): expected, so counted apart from rejections.
+    unrouted: int = 0
+
+
+def is_retryable(exc: Exception) -> bool:
+    """Tell whether a connection failure may heal by itself (network, handshake, close)."""
+    return isinstance(exc, (OSError, TimeoutError, ConnectionClosed, InvalidHandshake))
+
+
+class BurstLog:
+    """Log the first refusal of a burst at once, then fold the rest into counts.
+
+    At most one event per ``interval`` seconds: a venue sending 300 bad prices
+    a second must not write 300 log lines a second; the counters keep exact numbers.
+    """
+
+    def __init__(
+        self, log: FilteringBoundLogger, event: str, interval: float, clock: Clock
+    ) -> None:
+        self._log = log
+        self._event = event
+        self._interval = interval
+        self._clock = clock
+        self._pending: Counter[str] = Counter()
+        self._quiet_until = float("-inf")
+        self._sample = ""
+
+    def note(self, reason: str, sample: str = "") -> None:
+        """Count one refusal and log if the last log is old enough."""
+        self._pending[reason] += 1
+        if sample:
+            self._sample = sample
+        now = self._clock()
+        if now >= self._quiet_until:
+            self._quiet_until = now + self._interval
+            self.flush()
+
+    def flush(self) -> None:
+        """Log whatever was folded since the last event."""
+        if self._pending:
+            self._log.warning(self._event, counts=dict(self._pending), sample=self._sample)
+            self._pending.clear()
+            self._sample = ""
+
+
+async def run_feed(
+    feed: FeedSpec,
+    venue: Venue,
+    book: MarkBook,
+    *,
+    backoff: Backoff,
+    max_size: int = 2**20,
+    clock: Clock = time.monotonic,
+    log: FilteringBoundLogger | None = None,
+    stats: FeedStats | None = None,
+    open_timeout: float = 10.0,
+    ping_interval: float | None = 20.0,
+    ping_timeout: float | None = 20.0,
+    log_interval: float = 10.0,
+) -> NoReturn:
+    """Keep one connection to ``feed`` open forever and offer every mark to ``book``.
+
+    ``max_size`` caps a frame in bytes: a bigger one closes the connection,
+    which is then reopened. ``ping_interval``/``ping_timeout`` are websocket
+    level pings that detect a dead TCP path; venue-level heartbeats are the
+    venue module's business.
+    """
+    url = venue.url(feed.url, feed.symbols)
+    log = (log if log is not None else structlog.get_logger()).bind(feed=venue.name)
+    stats = stats if stats is not None else FeedStats()
+    session = _Session(feed, venue, book, stats, log, clock, log_interval)
+    while True:
+        stats.attempts += 1
+        stats.state = FeedState.CONNECTING
+        venue.reset()
+        session.begin()
+        error: str | None = None
+        try:
+            async with connect(
+                url,
+                max_size=max_size,
+                open_timeout=open_timeout,
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                close_timeout=min(open_timeout, 5.0),
+                # Direct connections only: no proxy picked up from the environment.
+                proxy=None,
+            ) as ws:
+                stats.connects += 1
+                log.info("feed.connected", attempt=stats.attempts, url=_public_url(url))
+                await session.serve(ws)
+        except Exception as exc:
+            # CancelledError is a BaseException: shutdown passes straight through.
+            if not is_retryable(exc):
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            session.end()
+        if session.delivered_for() >= backoff.reset_after:
+            backoff.reset()
+        delay = backoff.next_delay()
+        stats.state = FeedState.BACKOFF
+        log.warning(
+            "feed.reconnecting",
+            attempt=stats.attempts,
+            failures=backoff.failures,
+            delay=round(delay, 3),
+            error=error,
+        )
+        await asyncio.sleep(delay)
+
+
+def _public_url(url: str) -> str:
+    # Drop the query: some venues put listen keys or tokens there.
+    return url.split("?", 1)[0]
+
+
+class _Session:
+    """The per-connection half of :func:`run_feed`: what happens while a socket is open."""
+
+    def __init__(
+        self,
+        feed: FeedSpec,
+        venue: Venue,
+        book: MarkBook,
+        stats: FeedStats,
+        log: FilteringBoundLogger,
+        clock: Clock,
+        log_interval: float,
+    ) -> None:
+        self.feed = feed
+        self.venue = venue
+        self.book = book
+        self.stats = stats
+        self.log = log
+        self.clock = clock
+        self.routes = feed.routes
+        self.equal_ts_ok = venue.equal_ts_ok
+        self.price_log = BurstLog(log, "price.rejected", log_interval, clock)
+        self.frame_log = BurstLog(log, "feed.frame_rejected", log_interval, clock)
+        self.first_mark: float | None = None
+        self.last_mark: float | None = None
+        self.opened = 0.0
+
+    def begin(self) -> None:
+        """Forget the previous connection's marks."""
+        self.first_mark = self.last_mark = None
+        self.opened = self.clock()
+
+    def end(self) -> None:
+        """Log what is still folded in the burst logs."""
+        self.price_log.flush()
+        self.frame_log.flush()
+
+    def delivered_for(self) -> float:
+        """Return for how long, first to last mark, the connection delivered marks."""
+        if self.first_mark is None or self.last_mark is None:
+            return 0.0
+        return self.last_mark - self.first_mark
+
+    async def serve(self, ws: ClientConnection) -> None:
+        """Subscribe, then read frames until the connection closes or falls silent."""
+        for message in self.venue.subscribe_messages(self.feed.symbols):
+            await ws.send(message)
+        self.stats.state = FeedState.CONNECTED
+        keepalive = self.venue.keepalive_interval
+        next_keepalive = self.clock() + keepalive if keepalive else None
+        silence = self.feed.silence_timeout
+        while True:
+            deadline = next_keepalive
+            if silence is not None:
+                quiet_since = self.last_mark if self.last_mark is not None else self.opened
+                silent_at = quiet_since + silence
+                deadline = silent_at if deadline is None else min(deadline, silent_at)
+            try:
+                if deadline is None:
+                    frame = await ws.recv()
+                else:
+                    async with asyncio.timeout(max(0.0, deadline - self.clock())):
+                        frame = await ws.recv()
+            except TimeoutError:
+                now = self.clock()
+                if next_keepalive is not None and keepalive and now >= next_keepalive:
+                    ping = self.venue.keepalive_message()
+                    if ping is not None:
+                        await ws.send(ping)
+                        self.stats.keepalives += 1
+                    next_keepalive = now + keepalive
+                    continue
+                self.stats.silences += 1
+                self.log.warning("feed.silent", seconds=silence)
+                return
+            except ConnectionClosedOK:
+                return
+            await self._handle(ws, frame)
+
+    async def _handle(self, ws: ClientConnection, frame: str | bytes) -> None:
+        recv_ts = self.clock()
+        self.stats.frames += 1
+        try:
+            result = self.venue.parse(frame, recv_ts)
+        except FrameError as exc:
+            self.stats.frame_errors[exc.reason] += 1
+            self.frame_log.note(exc.reason, exc.detail[:120])
+            return
+        if result.reply is not None:
+            await ws.send(result.reply)
+            self.stats.replies += 1
+        if result.error is not None:
+            self.stats.venue_errors += 1
+            self.log.error("feed.venue_error", error=result.error)
+        if result.ack:
+            self.log.debug("feed.subscribed")
+        if result.marks or result.rejects:
+            self._offer(result, recv_ts)
+
+    def _offer(self, result: ParseResult, recv_ts: float) -> None:
+        delivered = False
+        for mark in result.marks:
+            symbol = self.routes.get(mark.symbol)
+            if symbol is None:
+                self.stats.unrouted += 1
+                continue
+            delivered = True
+            if symbol != mark.symbol:
+                mark = MarkPrice(symbol, mark.price, mark.venue_ts, mark.recv_ts)
+            if self.book.offer(mark, equal_ts_ok=self.equal_ts_ok):
+                self.stats.marks += 1
+            else:
+                refusal = self.book.refusal(mark, equal_ts_ok=self.equal_ts_ok)
+                self.price_log.note(refusal or "unknown", mark.symbol)
+        # A refusal for a market nobody asked for is noise, not an alarm.
+        wanted = [r for r in result.rejects if r.symbol is None or r.symbol in self.routes]
+        self.book.note_rejects(wanted)
+        for exc in wanted:
+            self.price_log.note(exc.reason, exc.symbol or "")
+        if delivered:
+            if self.first_mark is None:
+                self.first_mark = recv_ts
+                self.stats.state = FeedState.LIVE
+                self.log.info("feed.live")
+            self.last_mark = recv_ts

@@ -1,0 +1,53 @@
+"""One feed connection's configuration: where to connect, which symbols, how fresh."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSpec:
+    """Describe one connection: ``symbols`` are venue symbols, mapped to position symbols.
+
+    ``symbol_map`` maps a venue symbol (``BTCUSDT``) to the symbol positions
+    use (``PERP_BTC_USDC``); a venue symbol without an entry keeps its name.
+    ``stale_after`` is how long, in seconds of the monotonic clock, a symbol
+    stays LIVE without a new accepted mark. ``silence_timeout``, if set, closes
+    and reopens a connection that has delivered no mark for that long (a
+    silent socket that still answers pings).
+    """
+
+    venue: str
+    url: str
+    symbols: tuple[str, ...]
+    stale_after: float
+    symbol_map: Mapping[str, str] = field(default_factory=dict)
+    silence_timeout: float | None = None
+    # venue symbol -> position symbol, for every subscribed symbol: one dict
+    # lookup per mark on the hot path.
+    routes: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.symbols:
+            raise ValueError(f"feed {self.venue!r} has no symbols")
+        if not self.stale_after > 0:
+            raise ValueError(f"stale_after must be > 0, got {self.stale_after}")
+        if self.silence_timeout is not None and not self.silence_timeout > 0:
+            raise ValueError(f"silence_timeout must be > 0, got {self.silence_timeout}")
+        unknown = set(self.symbol_map) - set(self.symbols)
+        if unknown:
+            raise ValueError(f"symbol_map names unsubscribed symbols: {sorted(unknown)}")
+        routes = {s: self.symbol_map.get(s, s) for s in self.symbols}
+        if len(set(routes.values())) != len(routes):
+            raise ValueError("two venue symbols map to the same position symbol")
+        # Freeze what the caller may still hold a reference to.
+        object.__setattr__(self, "symbols", tuple(self.symbols))
+        object.__setattr__(self, "symbol_map", MappingProxyType(dict(self.symbol_map)))
+        object.__setattr__(self, "routes", MappingProxyType(routes))
+
+    @property
+    def position_symbols(self) -> tuple[str, ...]:
+        """Return the position symbols this feed delivers marks for."""
+        return tuple(self.routes.values())
