@@ -1,0 +1,180 @@
+"""A live console view for the demo: one line per liquidation, a marks line every few seconds.
+
+Plain lines only, so it reads the same on a terminal, in a pipe or in a log.
+It follows the events stream with XREAD (no consumer group: it takes nothing
+away from the executor) and reads each symbol's mark hash for the marks line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import TextIO
+
+import redis.asyncio as aioredis
+
+from state.keys import Keys
+from watcher.demo.streams import Fields, stream_entries
+
+MarkFields = tuple[bytes | str | None, bytes | str | None]
+
+_MISSING = "?"
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    if not value:
+        return None
+    try:
+        result = Decimal(value)
+    except InvalidOperation:
+        return None
+    return result if result.is_finite() else None
+
+
+def _price(value: str | None, digits: int = 7) -> str:
+    """Show a price with about ``digits`` significant digits (at least two decimals)."""
+    d = _decimal(value)
+    if d is None:
+        return value or _MISSING
+    if d == 0:
+        return "0"
+    step = Decimal(1).scaleb(min(d.adjusted() - digits + 1, -2))
+    return format(d.quantize(step), "f")
+
+
+def _money(value: str | None) -> str:
+    """Show an amount of money to the cent."""
+    d = _decimal(value)
+    return format(d.quantize(Decimal("0.01")), "f") if d is not None else value or _MISSING
+
+
+def _clock(ms: str | None) -> str:
+    """Show a millisecond Unix timestamp as UTC ``HH:MM:SS.mmm``."""
+    if ms is None or not ms.lstrip("-").isdigit():
+        return ms or _MISSING
+    seconds, millis = divmod(int(ms), 1000)
+    return f"{datetime.fromtimestamp(seconds, tz=UTC):%H:%M:%S}.{millis:03d}"
+
+
+def short_symbol(symbol: str) -> str:
+    """Drop Orderly's ``PERP_`` and ``_USDC`` around the base asset."""
+    return symbol.removeprefix("PERP_").removesuffix("_USDC")
+
+
+def format_event(fields: Fields) -> str:
+    """Return one line describing a liquidation event's fields (bytes or str)."""
+    data = {str(_text(k)): _text(v) for k, v in fields.items()}
+    get = data.get
+    try:
+        legs = str(len(json.loads(get("positions") or "")))
+    except (ValueError, TypeError):
+        legs = _MISSING
+    mark_ts, detected_ts = get("mark_ts"), get("detected_ts")
+    lag = (
+        f"{int(detected_ts) - int(mark_ts)}ms"
+        if mark_ts and detected_ts and mark_ts.isdigit() and detected_ts.isdigit()
+        else _MISSING
+    )
+    return "  ".join(
+        (
+            _clock(detected_ts),
+            f"{get('kind') or _MISSING:<8}",
+            get("account") or _MISSING,
+            get("symbol") or _MISSING,
+            f"mark {_price(get('mark_price'))}",
+            f"liq {_price(get('liq_price'))}",
+            f"equity/mm {_money(get('equity'))}/{_money(get('maintenance_margin'))}",
+            f"legs {legs}",
+            f"lag {lag}",
+            f"seq {get('seq') or _MISSING}",
+            f"id {get('id') or _MISSING}",
+        )
+    )
+
+
+def format_marks(marks: Mapping[str, MarkFields], totals: Mapping[str, int]) -> str:
+    """Return one line: each symbol's (price, status) and the events seen so far by kind."""
+    shown = " | ".join(
+        f"{short_symbol(symbol)} {_price(_text(price))} {_text(status) or _MISSING}"
+        for symbol, (price, status) in marks.items()
+    )
+    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(totals.items()))
+    total = sum(totals.values())
+    return f"marks  {shown}  ||  events {total}" + (f" ({kinds})" if kinds else "")
+
+
+class ConsoleView:
+    """Print liquidation events as they arrive and the marks every ``marks_every`` seconds."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        symbols: Sequence[str],
+        *,
+        out: TextIO = sys.stdout,
+        marks_every: float = 5.0,
+        block_ms: int = 500,
+        from_id: str = "0",
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._symbols = tuple(symbols)
+        self._out = out
+        self._marks_every = marks_every
+        self._block_ms = block_ms
+        self._last_id: bytes | str = from_id
+        self.totals: Counter[str] = Counter()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Print until ``stop`` is set, then print a last marks and totals line."""
+        loop = asyncio.get_running_loop()
+        next_marks = loop.time()
+        while not stop.is_set():
+            now = loop.time()
+            if now >= next_marks:
+                await self.print_marks()
+                next_marks = now + self._marks_every
+            wait_ms = int((next_marks - now) * 1000)
+            await self.poll(max(1, min(self._block_ms, wait_ms)))
+        await self.print_marks()
+
+    async def poll(self, block_ms: int = 0) -> int:
+        """Print the events that arrived since the last poll; return how many."""
+        response = await self._redis.xread(
+            {self._keys.events: self._last_id},
+            count=500,
+            block=block_ms if block_ms > 0 else None,
+        )
+        printed = 0
+        for entry_id, fields in stream_entries(response):
+            self._last_id = entry_id
+            if not fields:
+                continue
+            kind = _text(fields.get(b"kind") or fields.get("kind"))
+            self.totals[kind or _MISSING] += 1
+            self._write(format_event(fields))
+            printed += 1
+        return printed
+
+    async def print_marks(self) -> None:
+        """Print the marks line."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for symbol in self._symbols:
+                pipe.hmget(self._keys.mark(symbol), ["price", "status"])
+            rows = await pipe.execute()
+        marks = {symbol: (row[0], row[1]) for symbol, row in zip(self._symbols, rows, strict=True)}
+        self._write(format_marks(marks, self.totals))
+
+    def _write(self, line: str) -> None:
+        self._out.write(line + "\n")
+        self._out.flush()
