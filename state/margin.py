@@ -176,12 +176,17 @@ def isolated_liq_price(position: Position, model: MaintenanceModel) -> Decimal |
 
     None when it can never be liquidated (a long whose price would be <= 0).
     """
+    return isolated_triggers(position, model).near
+
+
+def isolated_triggers(position: Position, model: MaintenanceModel) -> Triggers:
+    """Return the prices at which an ISOLATED position's health reaches zero."""
     margin = _isolated_margin(position)
     q = position.qty
     if q == 0:
-        return None
+        return Triggers(None, None)
     with localcontext(_CTX):
-        return solve_leg(q, model, q * position.entry_price - margin)
+        return leg_triggers(q, model, q * position.entry_price - margin)
 
 
 def _isolated_margin(position: Position) -> Decimal:
@@ -190,31 +195,81 @@ def _isolated_margin(position: Position) -> Decimal:
     return position.margin
 
 
-# --- one leg: solve g(x) = y --------------------------------------------------
+# --- one leg: where does its value fall to y? ----------------------------------
 
 
-def solve_leg(q: Decimal, model: MaintenanceModel, y: Decimal) -> Decimal | None:
-    """Return the price x > 0 where the leg's value ``q*x - MM(|q|*x)`` equals ``y``.
+@dataclass(frozen=True, slots=True)
+class Triggers:
+    """Where a leg's value falls to a target: at or below ``down``, or at or above ``up``.
 
-    Rounded toward the side the mark sits on (up for a long, down for a short).
-    None for a long that never falls to ``y``; 0 for a short already below it
-    at every price.
+    Each bound is rounded toward the mark (``down`` up, ``up`` down), so a
+    filter built on them is never late. None: no such price on that side. A
+    short has only ``up``; a long has ``down`` and, under the orderly model
+    only, an ``up`` far above, where the marginal maintenance rate passes 1 and
+    its value turns down again.
     """
+
+    down: Decimal | None
+    up: Decimal | None
+
+    @property
+    def near(self) -> Decimal | None:
+        """The trigger a UI shows: ``down`` when there is one, else ``up``."""
+        return self.down if self.down is not None else self.up
+
+    def crossed(self, mark: Decimal) -> bool:
+        """Whether ``mark`` has reached either trigger."""
+        return (self.down is not None and mark <= self.down) or (
+            self.up is not None and mark >= self.up
+        )
+
+
+def leg_triggers(q: Decimal, model: MaintenanceModel, y: Decimal) -> Triggers:
+    """Return the prices at which a leg's value ``q*x - MM(|q|*x)`` falls to ``y``."""
     check_decimal("qty", q)
     check_decimal("target", y)
     if q == 0:
         raise MarginError("qty must not be 0")
-    long = q > 0
-    if long and y <= 0:
-        return None
-    if not long and y >= 0:
-        return ZERO
     with localcontext(_CTX):
-        if isinstance(model, FlatModel):
-            return _linear_root(q, model.rate, ZERO, y)
-        if isinstance(model, BracketsModel):
-            return _brackets_root(q, model, y)
-        return _orderly_root(q, model, y)
+        if q < 0:
+            # A short's value falls from 0 without end as the price rises.
+            return Triggers(None, ZERO if y >= 0 else _rising_price_root(q, model, y))
+        if isinstance(model, OrderlyModel):
+            return _orderly_long(q, model, y)
+        return Triggers(None if y <= 0 else _rising_price_root(q, model, y), None)
+
+
+def _rising_price_root(q: Decimal, model: MaintenanceModel, y: Decimal) -> Decimal:
+    """Root of g = y on the monotone branch that starts at price 0 (rising for a long)."""
+    if isinstance(model, FlatModel):
+        return _linear_root(q, model.rate, ZERO, y)
+    if isinstance(model, BracketsModel):
+        return _brackets_root(q, model, y)
+    flat_root = _linear_root(q, model.base_mmr, ZERO, y)
+    if abs(q) * flat_root < model.base_below:
+        # Below the dynamic threshold the model is exactly flat at base_mmr.
+        return flat_root
+    # Past the threshold MM >= the flat rate, so the root lies beyond the flat
+    # root: above it for a long (up to the top of g), below it for a short.
+    threshold_x = model.threshold / abs(q)
+    if q > 0:
+        return _numeric_root(q, model, y, flat_root, model.cap / q, rising=True)
+    return _numeric_root(q, model, y, min(threshold_x, flat_root), flat_root, rising=False)
+
+
+def _orderly_long(q: Decimal, model: OrderlyModel, y: Decimal) -> Triggers:
+    cap_x = model.cap / q
+    if not cap_x.is_finite():
+        return Triggers(None if y <= 0 else _rising_price_root(q, model, y), None)
+    top = _g(q, cap_x, model)
+    if top < y:
+        # Even at its best price the leg is below y: every price triggers.
+        return Triggers(_UP.plus(cap_x), _DOWN.plus(cap_x))
+    down = None if y <= 0 else _rising_price_root(q, model, y)
+    hi = cap_x * 2
+    while _g(q, hi, model) >= y:
+        hi *= 2
+    return Triggers(down, _numeric_root(q, model, y, cap_x, hi, rising=False))
 
 
 def _linear_root(q: Decimal, rate: Decimal, amount: Decimal, y: Decimal) -> Decimal:
@@ -240,62 +295,36 @@ def _brackets_root(q: Decimal, model: BracketsModel, y: Decimal) -> Decimal:
     return _linear_root(q, chosen.rate, chosen.amount, y)
 
 
-def _orderly_root(q: Decimal, model: OrderlyModel, y: Decimal) -> Decimal:
-    candidate = _linear_root(q, model.base_mmr, ZERO, y)
-    if abs(q) * candidate < model.base_below:
-        # Below the dynamic threshold the model is exactly flat at base_mmr.
-        return candidate
-    return _numeric_root(q, model, y, candidate)
+def _numeric_root(
+    q: Decimal, model: OrderlyModel, y: Decimal, lo: Decimal, hi: Decimal, *, rising: bool
+) -> Decimal:
+    """Solve g(x) = y on [lo, hi] where g is monotone: a float bisection, then an exact check.
 
-
-def _numeric_root(q: Decimal, model: OrderlyModel, y: Decimal, flat_root: Decimal) -> Decimal:
-    """Solve g(x) = y above Orderly's threshold: a float bisection, then an exact bracket check."""
-    aq = abs(q)
-    long = q > 0
-    threshold_x = (model.base_mmr / model.k) ** Decimal("1.25") / aq
-    if long:
-        # MM >= base rate, so g lies under its flat-rate line: the root is above
-        # the flat root and below the top of g, where the marginal rate hits 1.
-        cap_x = (ONE / (Decimal("1.8") * model.k)) ** Decimal("1.25") / aq
-        if _g(q, cap_x, model) < y:
-            raise MarginError(
-                f"long of {q} never recovers to {y}: beyond the orderly model's monotone range"
-                f" (notional above {cap_x * aq:.0f}, where the marginal maintenance rate is 1)"
-            )
-        lo, hi = flat_root, cap_x
-    else:
-        lo, hi = min(threshold_x, flat_root), flat_root
-    x = Decimal(repr(_float_bisect(q, model, y, lo, hi)))
+    Returns the bound on the safe side (above the root where g rises, below it
+    where g falls), verified in Decimal to lie within 1e-13 of the root.
+    """
+    x = Decimal(repr(_float_bisect(q, model, y, lo, hi, rising)))
     width = x * _SOLVE_TOLERANCE
-    safe, past = (
-        (_UP.add(x, width), _DOWN.subtract(x, width))
-        if long
-        else (
-            _DOWN.subtract(x, width),
-            _UP.add(x, width),
-        )
-    )
-    if _on_safe_side(q, model, y, safe) and not _on_safe_side(q, model, y, past):
+    above, below = _UP.add(x, width), _DOWN.subtract(x, width)
+    safe, past = (above, below) if rising else (below, above)
+    if _g(q, safe, model) >= y and (past <= 0 or _g(q, past, model) < y):
         return safe
-    return _decimal_bisect(q, model, y, lo, hi)
+    return _decimal_bisect(q, model, y, lo, hi, rising)
 
 
-def _on_safe_side(q: Decimal, model: MaintenanceModel, y: Decimal, x: Decimal) -> bool:
-    return x > 0 and _g(q, x, model) >= y
-
-
-def _float_bisect(q: Decimal, model: OrderlyModel, y: Decimal, lo: Decimal, hi: Decimal) -> float:
+def _float_bisect(
+    q: Decimal, model: OrderlyModel, y: Decimal, lo: Decimal, hi: Decimal, rising: bool
+) -> float:
     qf, aq, yf = float(q), abs(float(q)), float(y)
     b, k = float(model.base_mmr), float(model.k)
     a, z = float(lo), float(hi)
-    rising = qf > 0
     for _ in range(200):
         mid = (a + z) / 2
         if mid in (a, z):
             break
         n = aq * mid
-        above = qf * mid - n * max(b, k * n**0.8) >= yf
-        if above == rising:
+        reached = qf * mid - n * max(b, k * n**0.8) >= yf
+        if reached == rising:
             z = mid
         else:
             a = mid
@@ -303,18 +332,16 @@ def _float_bisect(q: Decimal, model: OrderlyModel, y: Decimal, lo: Decimal, hi: 
 
 
 def _decimal_bisect(
-    q: Decimal, model: MaintenanceModel, y: Decimal, lo: Decimal, hi: Decimal
+    q: Decimal, model: MaintenanceModel, y: Decimal, lo: Decimal, hi: Decimal, rising: bool
 ) -> Decimal:
     # Slow path, exact: keep [lo, hi] around the root until it is 1e-13 wide.
-    long = q > 0
-    lo, hi = min(lo, hi), max(lo, hi)
     while hi - lo > hi * _SOLVE_TOLERANCE:
         mid = (lo + hi) / 2
-        if _on_safe_side(q, model, y, mid) == long:
+        if (_g(q, mid, model) >= y) == rising:
             hi = mid
         else:
             lo = mid
-    return hi if long else lo
+    return hi if rising else lo
 
 
 # --- CROSS -------------------------------------------------------------------
@@ -354,7 +381,8 @@ def cross_leg_liq_price(
         if leg.symbol == symbol:
             model, p = _leg_inputs(leg, models, marks)
             with localcontext(_CTX):
-                return solve_leg(leg.qty, model, _g(leg.qty, p, model) - state.health)
+                y = _g(leg.qty, p, model) - state.health
+            return leg_triggers(leg.qty, model, y).near
     raise MarginError(f"the account has no cross leg on {symbol}")
 
 
@@ -363,23 +391,22 @@ def trigger_bands(
     legs: Sequence[Position],
     models: Mapping[str, MaintenanceModel],
     marks: Mapping[str, Decimal],
-) -> list[Decimal | None]:
-    """Return one trigger price per leg, such that H > 0 while no mark has crossed its trigger.
+) -> list[Triggers]:
+    """Return triggers per leg, such that H > 0 while no leg's mark has crossed its triggers.
 
-    A long leg is crossed when its mark is <= its trigger, a short leg when it
-    is >= its trigger; None means the leg alone cannot lose its share. Needs
-    H > 0 at ``marks``.
+    Needs H > 0 at ``marks``. A side without a trigger is one on which the leg
+    alone cannot lose its share of the slack.
     """
     state = evaluate_cross(balance, legs, models, marks)
     if state.health <= 0:
         raise MarginError(f"trigger bands need health > 0, got {state.health}")
     with localcontext(_CTX):
         slack = state.health * _BAND_SAFETY
-        bands: list[Decimal | None] = []
+        bands: list[Triggers] = []
         for leg in legs:
             model, p = _leg_inputs(leg, models, marks)
             share = _DOWN.divide(_DOWN.multiply(slack, abs(leg.qty) * p), state.notional)
-            bands.append(solve_leg(leg.qty, model, _g(leg.qty, p, model) - share))
+            bands.append(leg_triggers(leg.qty, model, _g(leg.qty, p, model) - share))
         return bands
 
 
@@ -402,26 +429,26 @@ def _leg_inputs(
 # --- index scores --------------------------------------------------------------
 
 
-def index_score(price: Decimal, *, long: bool) -> float:
+def index_score(price: Decimal, *, down: bool) -> float:
     """Return the index score of a trigger price: the nearest double on the mark's side.
 
-    Longs are looked at when ``mark <= score``, so their score rounds up;
-    shorts when ``mark >= score``, so theirs rounds down. The filter is never late.
+    A ``down`` trigger fires when ``mark <= score``, so its score rounds up; an
+    ``up`` trigger when ``mark >= score``, so its score rounds down. Never late.
     """
     check_decimal("price", price)
     f = float(price)
     exact = Decimal(f)
-    if long and exact < price:
+    if down and exact < price:
         return math.nextafter(f, math.inf)
-    if not long and exact > price:
+    if not down and exact > price:
         return math.nextafter(f, -math.inf)
     return f
 
 
-def mark_bound(mark: Decimal, *, long: bool) -> float:
-    """Return the score bound to query a side's index with, so no crossed member is missed.
+def mark_bound(mark: Decimal, *, down: bool) -> float:
+    """Return the bound to query a direction's index with, so no crossed member is missed.
 
-    Longs whose score >= mark are crossed: query from the double just at or
-    below the mark. Shorts whose score <= mark: up to the double at or above it.
+    Down triggers with score >= mark have fired: query from the double at or
+    below the mark. Up triggers with score <= mark: up to the double at or above it.
     """
-    return index_score(mark, long=not long)
+    return index_score(mark, down=not down)

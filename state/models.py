@@ -134,12 +134,20 @@ class OrderlyModel:
     # Below this notional the rate is surely base_mmr (kept a hair under the exact
     # threshold so that the shortcut never skips a dynamic rate that applies).
     base_below: Decimal = field(init=False, repr=False, compare=False)
+    # Notional where the dynamic rate takes over: k * n**0.8 == base_mmr.
+    threshold: Decimal = field(init=False, repr=False, compare=False)
+    # Notional where the marginal maintenance rate 1.8 * k * n**0.8 reaches 1:
+    # past it a long's value falls as the price rises.
+    cap: Decimal = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_rate("base_imr", self.base_imr)
         check_rate("base_mmr", self.base_mmr)
         if check_decimal("imr_factor", self.imr_factor) < 0:
             raise MarginError(f"imr_factor must be >= 0, got {self.imr_factor}")
+        if self.base_mmr > Decimal("0.5"):
+            # Above 1/1.8 the marginal rate would pass 1 right at the threshold.
+            raise MarginError(f"base_mmr must be <= 0.5, got {self.base_mmr}")
         if self.base_mmr > self.base_imr:
             raise MarginError(
                 f"base_mmr ({self.base_mmr}) must not exceed base_imr ({self.base_imr})"
@@ -148,13 +156,15 @@ class OrderlyModel:
             ctx.prec = 40
             k = self.base_mmr / self.base_imr * self.imr_factor
             if k == 0:
-                base_below = Decimal("Infinity")
+                threshold = cap = Decimal("Infinity")
             else:
                 # k * n**0.8 >= base_mmr  <=>  n >= (base_mmr / k) ** 1.25
                 threshold = (self.base_mmr / k) ** Decimal("1.25")
-                base_below = threshold * (ONE - Decimal("1e-20"))
+                cap = (ONE / (Decimal("1.8") * k)) ** Decimal("1.25")
         object.__setattr__(self, "k", k)
-        object.__setattr__(self, "base_below", base_below)
+        object.__setattr__(self, "base_below", threshold * (ONE - Decimal("1e-20")))
+        object.__setattr__(self, "threshold", threshold)
+        object.__setattr__(self, "cap", cap)
 
 
 MaintenanceModel = FlatModel | BracketsModel | OrderlyModel
