@@ -40,7 +40,7 @@ def _decimal(value: str | None) -> Decimal | None:
     return result if result.is_finite() else None
 
 
-def _price(value: str | None, digits: int = 7) -> str:
+def _price(value: str | None, digits: int = 6) -> str:
     """Show a price with about ``digits`` significant digits (at least two decimals)."""
     d = _decimal(value)
     if d is None:
