@@ -15,11 +15,11 @@ exactly at health zero with every mark moved by ``d``. The mix of ``d`` puts
 about one position in sixteen within 1.5% of liquidation, so a random walk
 of a few tenths of a percent a second (with a sharp move of a few percent now
 and then) liquidates a steady trickle from the first seconds on, and the bulk
-further out keeps it going for many minutes (measured: ~150 in the first
-minute, then 30-90 a minute, out of ~3,600 positions from 1,500 accounts).
-
-All randomness comes from one ``random.Random(seed)`` and only integers are
-drawn for money, so a seed always yields the same book and no float is used.
+further out keeps it going for many minutes. Measured on 1,500 accounts
+(~3,500 positions) against ``watcher.sim.walk.PriceWalk`` stepping every
+second (volatility 0.002, jumps of ~3% with probability 0.005): ~140
+liquidations in the first minute, then 5-130 a minute for ten minutes, with
+no position re-opened.
 """
 
 from __future__ import annotations
@@ -138,9 +138,11 @@ def _distance(rng: random.Random) -> Decimal:
 
 
 def _notional(rng: random.Random) -> Decimal:
-    """Draw a notional between $100 and $200k, spread evenly over its orders of magnitude."""
-    value = _D(rng.randint(100, 999)) * _D(10) ** rng.randint(0, 3)
-    return min(value, _NOTIONAL_MAX)
+    """Draw a notional between $100 and $200k, spread about evenly over its orders of magnitude."""
+    while True:
+        value = _D(rng.randint(100, 999)) * _D(10) ** rng.randint(0, 3)
+        if value <= _NOTIONAL_MAX:
+            return value
 
 
 def _leg(
