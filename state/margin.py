@@ -174,9 +174,11 @@ def isolated_equity(position: Position, mark: Decimal) -> Decimal:
 def isolated_liq_price(position: Position, model: MaintenanceModel) -> Decimal | None:
     """Return the exact liquidation price of an ISOLATED position, rounded toward the mark.
 
-    None when it can never be liquidated (a long whose price would be <= 0).
+    A long's is below the mark, a short's above. None when it can never be
+    liquidated (a long whose price would be <= 0).
     """
-    return isolated_triggers(position, model).near
+    triggers = isolated_triggers(position, model)
+    return triggers.down if position.qty > 0 else triggers.up
 
 
 def isolated_triggers(position: Position, model: MaintenanceModel) -> Triggers:
@@ -205,17 +207,12 @@ class Triggers:
     Each bound is rounded toward the mark (``down`` up, ``up`` down), so a
     filter built on them is never late. None: no such price on that side. A
     short has only ``up``; a long has ``down`` and, under the orderly model
-    only, an ``up`` far above, where the marginal maintenance rate passes 1 and
-    its value turns down again.
+    only, an ``up`` far above (at hundreds of millions of notional for BTC),
+    where the marginal maintenance rate passes 1 and its value turns down.
     """
 
     down: Decimal | None
     up: Decimal | None
-
-    @property
-    def near(self) -> Decimal | None:
-        """The trigger a UI shows: ``down`` when there is one, else ``up``."""
-        return self.down if self.down is not None else self.up
 
     def crossed(self, mark: Decimal) -> bool:
         """Whether ``mark`` has reached either trigger."""
@@ -224,8 +221,15 @@ class Triggers:
         )
 
 
-def leg_triggers(q: Decimal, model: MaintenanceModel, y: Decimal) -> Triggers:
-    """Return the prices at which a leg's value ``q*x - MM(|q|*x)`` falls to ``y``."""
+def leg_triggers(
+    q: Decimal, model: MaintenanceModel, y: Decimal, mark: Decimal | None = None
+) -> Triggers:
+    """Return the prices at which a leg's value ``q*x - MM(|q|*x)`` falls to ``y``.
+
+    ``down`` is exact; an orderly long's ``up`` is the price of its monotone
+    cap (sound and early: its value only starts falling there) unless
+    ``mark`` is already past the cap, when it is solved exactly.
+    """
     check_decimal("qty", q)
     check_decimal("target", y)
     if q == 0:
@@ -234,8 +238,8 @@ def leg_triggers(q: Decimal, model: MaintenanceModel, y: Decimal) -> Triggers:
         if q < 0:
             # A short's value falls from 0 without end as the price rises.
             return Triggers(None, ZERO if y >= 0 else _rising_price_root(q, model, y))
-        if isinstance(model, OrderlyModel):
-            return _orderly_long(q, model, y)
+        if isinstance(model, OrderlyModel) and model.cap.is_finite():
+            return _orderly_long(q, model, y, mark)
         return Triggers(None if y <= 0 else _rising_price_root(q, model, y), None)
 
 
@@ -257,19 +261,18 @@ def _rising_price_root(q: Decimal, model: MaintenanceModel, y: Decimal) -> Decim
     return _numeric_root(q, model, y, min(threshold_x, flat_root), flat_root, rising=False)
 
 
-def _orderly_long(q: Decimal, model: OrderlyModel, y: Decimal) -> Triggers:
-    cap_x = model.cap / q
-    if not cap_x.is_finite():
-        return Triggers(None if y <= 0 else _rising_price_root(q, model, y), None)
-    top = _g(q, cap_x, model)
-    if top < y:
+def _orderly_long(q: Decimal, model: OrderlyModel, y: Decimal, mark: Decimal | None) -> Triggers:
+    cap_up, cap_down = _UP.divide(model.cap, q), _DOWN.divide(model.cap, q)
+    if model.top_value < y:
         # Even at its best price the leg is below y: every price triggers.
-        return Triggers(_UP.plus(cap_x), _DOWN.plus(cap_x))
+        return Triggers(cap_up, cap_down)
     down = None if y <= 0 else _rising_price_root(q, model, y)
-    hi = cap_x * 2
+    if mark is None or mark < cap_down:
+        return Triggers(down, cap_down)
+    hi = mark * 2
     while _g(q, hi, model) >= y:
         hi *= 2
-    return Triggers(down, _numeric_root(q, model, y, cap_x, hi, rising=False))
+    return Triggers(down, _numeric_root(q, model, y, mark, hi, rising=False))
 
 
 def _linear_root(q: Decimal, rate: Decimal, amount: Decimal, y: Decimal) -> Decimal:
@@ -382,7 +385,8 @@ def cross_leg_liq_price(
             model, p = _leg_inputs(leg, models, marks)
             with localcontext(_CTX):
                 y = _g(leg.qty, p, model) - state.health
-            return leg_triggers(leg.qty, model, y).near
+            triggers = leg_triggers(leg.qty, model, y, p)
+            return triggers.down if leg.qty > 0 else triggers.up
     raise MarginError(f"the account has no cross leg on {symbol}")
 
 
@@ -406,7 +410,7 @@ def trigger_bands(
         for leg in legs:
             model, p = _leg_inputs(leg, models, marks)
             share = _DOWN.divide(_DOWN.multiply(slack, abs(leg.qty) * p), state.notional)
-            bands.append(leg_triggers(leg.qty, model, _g(leg.qty, p, model) - share))
+            bands.append(leg_triggers(leg.qty, model, _g(leg.qty, p, model) - share, p))
         return bands
 
 

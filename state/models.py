@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, localcontext
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
 from enum import StrEnum
 
 from state.errors import MarginError
@@ -136,9 +136,12 @@ class OrderlyModel:
     base_below: Decimal = field(init=False, repr=False, compare=False)
     # Notional where the dynamic rate takes over: k * n**0.8 == base_mmr.
     threshold: Decimal = field(init=False, repr=False, compare=False)
-    # Notional where the marginal maintenance rate 1.8 * k * n**0.8 reaches 1:
-    # past it a long's value falls as the price rises.
+    # Notional where the marginal maintenance rate 1.8 * k * n**0.8 reaches 1
+    # (rounded down): past it a long's value falls as the price rises.
     cap: Decimal = field(init=False, repr=False, compare=False)
+    # A long's value at the cap, cap - MM(cap): the most any long can be worth
+    # per unit of notional headroom, whatever its qty.
+    top_value: Decimal = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_rate("base_imr", self.base_imr)
@@ -156,15 +159,19 @@ class OrderlyModel:
             ctx.prec = 40
             k = self.base_mmr / self.base_imr * self.imr_factor
             if k == 0:
-                threshold = cap = Decimal("Infinity")
+                threshold = cap = top_value = Decimal("Infinity")
             else:
                 # k * n**0.8 >= base_mmr  <=>  n >= (base_mmr / k) ** 1.25
                 threshold = (self.base_mmr / k) ** Decimal("1.25")
+                ctx.rounding = ROUND_FLOOR
                 cap = (ONE / (Decimal("1.8") * k)) ** Decimal("1.25")
+                ctx.rounding = ROUND_HALF_EVEN
+                top_value = cap - cap * max(self.base_mmr, k * cap**ORDERLY_EXPONENT)
         object.__setattr__(self, "k", k)
         object.__setattr__(self, "base_below", threshold * (ONE - Decimal("1e-20")))
         object.__setattr__(self, "threshold", threshold)
         object.__setattr__(self, "cap", cap)
+        object.__setattr__(self, "top_value", top_value)
 
 
 MaintenanceModel = FlatModel | BracketsModel | OrderlyModel

@@ -29,28 +29,41 @@ many = settings(
 @many
 @given(isolated_positions(), models)
 def test_isolated_price_is_the_boundary(position: Position, model: MaintenanceModel) -> None:
-    triggers = margin.isolated_triggers(position, model)
     health = margin.isolated_health
-    if triggers.down == triggers.up and triggers.down is not None:
-        # Below maintenance at every price (an orderly long past its monotone range).
-        assert health(position, triggers.down, model) < 0
-        return
-    if triggers.down is None:
-        # No falling price liquidates it: healthy even at a vanishing price.
+    p = margin.isolated_liq_price(position, model)
+    if p is None:
+        # No falling price liquidates this long: healthy even at a vanishing price.
+        assert position.qty > 0
         assert health(position, D("1e-12"), model) >= 0
-    else:
-        p = triggers.down
-        tick = p * REL_TICK
+        return
+    tick = p * REL_TICK
+    if position.qty > 0:
+        triggers = margin.isolated_triggers(position, model)
+        if triggers.up is not None and triggers.up <= p:
+            # Below maintenance at every price (an orderly long past its cap).
+            assert health(position, p, model) < 0
+            return
         assert health(position, p + tick, model) >= 0
         assert p - tick <= 0 or health(position, p - tick, model) < 0
-    if triggers.up is None:
-        assert position.qty > 0
     else:
-        p = triggers.up
-        tick = p * REL_TICK
-        assert p - tick <= 0 or health(position, p - tick, model) >= 0
+        assert health(position, p - tick, model) >= 0
         assert health(position, p + tick, model) < 0
-    assert margin.isolated_liq_price(position, model) == triggers.near
+
+
+@seed(PROPERTY_SEED)
+@many
+@given(isolated_positions(), models, st.lists(dec("0.001", "1000", 3), min_size=1, max_size=20))
+def test_isolated_triggers_are_never_late(
+    position: Position, model: MaintenanceModel, factors: list[Decimal]
+) -> None:
+    triggers = margin.isolated_triggers(position, model)
+    probes = [position.entry_price * f for f in factors]
+    for t in (triggers.down, triggers.up):
+        if t is not None and t > 0:
+            probes += [t * (1 - REL_TICK), t, t * (1 + REL_TICK)]
+    for p in probes:
+        if margin.is_liquidatable(margin.isolated_health(position, p, model), at_equality=True):
+            assert triggers.crossed(p), f"health <= 0 at {p} but no trigger fired: {triggers}"
 
 
 @seed(PROPERTY_SEED)
