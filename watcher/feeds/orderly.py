@@ -78,6 +78,7 @@ class OrderlyVenue:
             return _one_mark(msg, topic.removesuffix(SYMBOL_TOPIC_SUFFIX), recv_ts)
         return IGNORED
 
+
 def _frame_ts(msg: dict[str, object]) -> int:
     try:
         return parse_venue_ts(msg.get("ts"))

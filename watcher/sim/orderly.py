@@ -49,9 +49,11 @@ class OrderlyMarkServer(SimServer):
         self.ping_interval = ping_interval
         self.max_missed_pongs = max_missed_pongs
         self.account_id = account_id
-        self.pings_sent = 0
-        # ts of every pong received, in order.
+        # ts of every ping sent and every pong received, in order.
+        self.pings: list[int] = []
         self.pongs: list[int | None] = []
+        # Application-level pings received from clients (a client keepalive).
+        self.client_pings = 0
 
     @property
     def url(self) -> str:
@@ -70,8 +72,9 @@ class OrderlyMarkServer(SimServer):
         """Ping every client now; drop those that left too many pings unanswered."""
         if self.paused:
             return
-        self.pings_sent += 1
-        frame = orjson.dumps({"event": "ping", "ts": self.clock_ms()}).decode()
+        ts = self.clock_ms()
+        self.pings.append(ts)
+        frame = orjson.dumps({"event": "ping", "ts": ts}).decode()
         for client in list(self.clients):
             if client.unanswered_pings >= self.max_missed_pongs:
                 await client.ws.close(1008, "ping timeout")
@@ -105,6 +108,7 @@ class OrderlyMarkServer(SimServer):
             self.pongs.append(ts if isinstance(ts, int) else None)
             client.unanswered_pings = 0
         elif event == "ping":
+            self.client_pings += 1
             await self._send(client, orjson.dumps({"event": "pong", "ts": wall_ms()}).decode())
 
     def frames_for(self, client: SimClient) -> list[str]:
