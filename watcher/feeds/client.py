@@ -124,7 +124,8 @@ async def run_feed(
     venue module's business.
     """
     url = venue.url(feed.url, feed.symbols)
-    log = (log if log is not None else structlog.get_logger()).bind(feed=venue.name)
+    base_log = log if log is not None else structlog.get_logger()
+    log = base_log.bind(feed=venue.name, url=_public_url(url))
     stats = stats if stats is not None else FeedStats()
     session = _Session(feed, venue, book, stats, log, clock, log_interval)
     while True:
@@ -140,12 +141,14 @@ async def run_feed(
                 open_timeout=open_timeout,
                 ping_interval=ping_interval,
                 ping_timeout=ping_timeout,
+                # A peer that will not finish the closing handshake must not
+                # delay the reconnect by more than this.
                 close_timeout=min(open_timeout, 5.0),
                 # Direct connections only: no proxy picked up from the environment.
                 proxy=None,
             ) as ws:
                 stats.connects += 1
-                log.info("feed.connected", attempt=stats.attempts, url=_public_url(url))
+                log.info("feed.connected", attempt=stats.attempts)
                 await session.serve(ws)
         except Exception as exc:
             # CancelledError is a BaseException: shutdown passes straight through.
