@@ -10,8 +10,11 @@ outside a shard is the process heartbeat, ``<prefix>:health`` (CONTRACT.md).
 - ``P:{s}:pos:<account>`` hash: ``<MODE>|<symbol>`` -> position JSON
   (qty, entry_price, margin, leverage, status, liq_id).
 - ``P:{s}:mark:<symbol>`` hash: price, venue_ts, recv_ms, status (LIVE/STALE), venue.
-- ``P:{s}:idx:<symbol>:long`` and ``:short`` zsets: ``C|<account>`` (a cross
-  leg) or ``I|<account>`` (an isolated position) scored by trigger price.
+- ``P:{s}:idx:<symbol>:down`` and ``:up`` zsets: ``C|<account>`` (a cross
+  leg) or ``I|<account>`` (an isolated position) scored by trigger price; a
+  member of ``down`` is looked at when the mark falls to its score or below
+  (longs), of ``up`` when it rises to its score or above (shorts, and the far
+  cap of an orderly long).
 - ``P:{s}:liquidating`` zset: ``C|<account>`` or ``I|<account>|<symbol>`` -> claim ms.
 - ``P:{s}:liqid:<id>`` string: idempotency key of a decision (SET NX).
 - ``P:{s}:in``, ``P:{s}:in:dead``, ``P:{s}:events`` streams: input, dead
@@ -28,7 +31,8 @@ from typing import Literal
 
 from state.models import MarginMode
 
-Side = Literal["long", "short"]
+Direction = Literal["down", "up"]
+DIRECTIONS: tuple[Direction, Direction] = ("down", "up")
 
 CROSS_MEMBER = "C|"
 ISOLATED_MEMBER = "I|"
@@ -92,9 +96,9 @@ class Keys:
         """Hash of one symbol's last mark and its LIVE/STALE status."""
         return f"{self.base}:mark:{symbol}"
 
-    def index(self, symbol: str, side: Side) -> str:
-        """Sorted set of one (symbol, side): members scored by trigger price."""
-        return f"{self.base}:idx:{symbol}:{side}"
+    def index(self, symbol: str, direction: Direction) -> str:
+        """Sorted set of one (symbol, direction): members scored by trigger price."""
+        return f"{self.base}:idx:{symbol}:{direction}"
 
     @property
     def liquidating(self) -> str:

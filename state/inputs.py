@@ -1,0 +1,166 @@
+"""Parse and validate input-stream messages (CONTRACT.md, "Input"). Pure: no I/O.
+
+Every rejection is an :class:`InputError` whose ``reason`` goes to the
+dead-letter stream; nothing of a rejected message is ever applied.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from state.errors import InputError
+from state.models import MarginMode, Market
+
+ACCOUNT_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_DECIMAL_CHARS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceUpdate:
+    """Set the account's cross collateral."""
+
+    account: str
+    seq: int
+    balance: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PositionUpdate:
+    """Open, change or (qty 0) close one position."""
+
+    account: str
+    seq: int
+    symbol: str
+    margin_mode: MarginMode
+    qty: Decimal
+    entry_price: Decimal | None
+    margin: Decimal | None
+    leverage: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeverageUpdate:
+    """Set the leverage of (symbol, margin mode) for later isolated margins."""
+
+    account: str
+    seq: int
+    symbol: str
+    margin_mode: MarginMode
+    leverage: Decimal
+
+
+InputMessage = BalanceUpdate | PositionUpdate | LeverageUpdate
+
+
+def parse_input(raw: bytes | str, markets: Mapping[str, Market]) -> InputMessage:
+    """Parse one ``msg`` field into a validated update, or raise InputError with the reason."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise InputError(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+    try:
+        # JSON numbers become Decimal and int exactly; floats would lose digits.
+        data = json.loads(raw, parse_float=Decimal, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError("not a JSON object")
+    kind = data.get("type")
+    account = _account(data)
+    seq = _seq(data)
+    if kind == "balance":
+        return BalanceUpdate(account, seq, _decimal(data, "balance"))
+    if kind == "position":
+        return _position(data, account, seq, markets)
+    if kind == "leverage":
+        symbol, mode = _symbol_and_mode(data, markets)
+        return LeverageUpdate(account, seq, symbol, mode, _leverage(data))
+    raise InputError(f"type: must be balance, position or leverage, got {kind!r}")
+
+
+def _position(
+    data: dict[str, Any], account: str, seq: int, markets: Mapping[str, Market]
+) -> PositionUpdate:
+    symbol, mode = _symbol_and_mode(data, markets)
+    qty = _decimal(data, "qty")
+    entry = margin = leverage = None
+    if qty != 0:
+        entry = _decimal(data, "entry_price")
+        if entry <= 0:
+            raise InputError(f"entry_price: must be > 0, got {entry}")
+        leverage = _optional_leverage(data)
+        if "margin" in data and data["margin"] is not None:
+            if mode is not MarginMode.ISOLATED:
+                raise InputError("margin: only an ISOLATED position has a margin of its own")
+            margin = _decimal(data, "margin")
+            if margin < 0:
+                raise InputError(f"margin: must be >= 0, got {margin}")
+    return PositionUpdate(account, seq, symbol, mode, qty, entry, margin, leverage)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number")
+
+
+def _account(data: dict[str, Any]) -> str:
+    account = data.get("account")
+    if not isinstance(account, str) or not ACCOUNT_RE.fullmatch(account):
+        raise InputError(
+            f"account: must be 1-128 characters of A-Z a-z 0-9 _ . : -, got {account!r}"
+        )
+    return account
+
+
+def _seq(data: dict[str, Any]) -> int:
+    seq = data.get("seq")
+    if isinstance(seq, str) and seq.isascii() and seq.isdigit() and len(seq) <= 40:
+        seq = int(seq)
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 10**40:
+        raise InputError(f"seq: must be a non-negative integer, got {data.get('seq')!r}")
+    return seq
+
+
+def _decimal(data: dict[str, Any], name: str) -> Decimal:
+    if name not in data:
+        raise InputError(f"{name}: missing")
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise InputError(f"{name}: must be a decimal string or number, got {value!r}")
+    text = str(value)
+    if len(text) > MAX_DECIMAL_CHARS or not text.isascii():
+        raise InputError(f"{name}: not a plain decimal: {text[:80]!r}")
+    try:
+        result = Decimal(text.strip()) if text == text.strip() else None
+    except InvalidOperation:
+        result = None
+    if result is None or not result.is_finite() or "_" in text:
+        raise InputError(f"{name}: not a finite decimal: {text!r}")
+    return result
+
+
+def _optional_leverage(data: dict[str, Any]) -> Decimal | None:
+    return None if data.get("leverage") is None else _leverage(data)
+
+
+def _leverage(data: dict[str, Any]) -> Decimal:
+    leverage = _decimal(data, "leverage")
+    if not 1 <= leverage <= 1000:
+        raise InputError(f"leverage: must be in [1, 1000], got {leverage}")
+    return leverage
+
+
+def _symbol_and_mode(data: dict[str, Any], markets: Mapping[str, Market]) -> tuple[str, MarginMode]:
+    symbol = data.get("symbol")
+    if not isinstance(symbol, str) or symbol not in markets:
+        raise InputError(f"symbol: not a configured market: {symbol!r}")
+    mode = data.get("margin_mode")
+    if mode is None:
+        return symbol, markets[symbol].default_margin_mode
+    try:
+        return symbol, MarginMode(mode)
+    except ValueError:
+        raise InputError(f"margin_mode: must be CROSS or ISOLATED, got {mode!r}") from None

@@ -1,0 +1,82 @@
+-- Commit one guarded change set atomically: every guard is checked before
+-- anything is written, so a change is applied whole or not at all.
+--
+-- KEYS[1] is the account hash; ops name further keys by their index in KEYS.
+-- ARGV[1] is a JSON object:
+--   version  expected account version ("0" for an account not yet written);
+--            a mismatch means the caller decided on state that has changed
+--            since (another instance's claim, an input update): CONFLICT.
+--   seq      the input's seq; not newer than the stored seq: DUP (acked).
+--   lease    [key, owner]: the input lease must still be ours (fencing a
+--            paused instance whose lease lapsed and was taken over): LEASE.
+--   nx       [key, ttl]: the liquidation id must not exist yet: NX. Written
+--            with the event's entry id, in this same script as the XADD, so a
+--            retried or repeated claim can never emit twice.
+--   xadd     [key, [field, value, ...]]: the event (or dead letter) to append.
+--   ack      [key, group, id]: the input entry to acknowledge.
+--   hset / hdel / zadd / zrem: lists of [key, ...] writes.
+--   bump     increment the account version; seq is stored when given.
+local spec = cjson.decode(ARGV[1])
+local acct = KEYS[1]
+
+local function newer(a, b)
+  -- Compare two non-negative integers written in decimal without leading zeros.
+  if not b then return true end
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+
+local function ack()
+  if spec.ack then
+    redis.call('XACK', KEYS[spec.ack[1]], spec.ack[2], spec.ack[3])
+  end
+end
+
+if spec.lease then
+  if redis.call('GET', KEYS[spec.lease[1]]) ~= spec.lease[2] then
+    return {'LEASE', ''}
+  end
+end
+
+local version = redis.call('HGET', acct, 'version') or '0'
+if spec.seq then
+  local stored = redis.call('HGET', acct, 'seq')
+  if not newer(spec.seq, stored or false) then
+    ack()
+    return {'DUP', version}
+  end
+end
+if spec.version and spec.version ~= version then
+  return {'CONFLICT', version}
+end
+if spec.nx and redis.call('EXISTS', KEYS[spec.nx[1]]) == 1 then
+  return {'NX', version}
+end
+
+for _, op in ipairs(spec.hdel or {}) do
+  redis.call('HDEL', KEYS[op[1]], op[2])
+end
+for _, op in ipairs(spec.hset or {}) do
+  redis.call('HSET', KEYS[op[1]], op[2], op[3])
+end
+for _, op in ipairs(spec.zrem or {}) do
+  redis.call('ZREM', KEYS[op[1]], op[2])
+end
+for _, op in ipairs(spec.zadd or {}) do
+  redis.call('ZADD', KEYS[op[1]], op[2], op[3])
+end
+if spec.seq then
+  redis.call('HSET', acct, 'seq', spec.seq)
+end
+if spec.bump then
+  version = tostring(redis.call('HINCRBY', acct, 'version', 1))
+end
+local entry = ''
+if spec.xadd then
+  entry = redis.call('XADD', KEYS[spec.xadd[1]], '*', unpack(spec.xadd[2]))
+end
+if spec.nx then
+  redis.call('SET', KEYS[spec.nx[1]], entry, 'EX', spec.nx[2])
+end
+ack()
+return {'OK', version, entry}
