@@ -120,21 +120,18 @@ class Store:
         """Give the lease up at shutdown so another instance need not wait for it to lapse."""
         await self._release(keys=[self.keys.input_lease], args=[owner])
 
-    async def query_ticks(
-        self, ticks: Sequence[tuple[str, float, float]]
+    async def record_and_query(
+        self,
+        marks: Sequence[tuple[str, Decimal, int, int, str]],
+        queries: Sequence[tuple[str, float, float]],
     ) -> list[tuple[list[bytes], list[bytes]]]:
-        """For each (symbol, down_bound, up_bound): members whose trigger the marks reached."""
-        pipe = self.redis.pipeline(transaction=False)
-        for symbol, down_bound, up_bound in ticks:
-            pipe.zrangebyscore(self.keys.index(symbol, "down"), down_bound, "+inf")
-            pipe.zrangebyscore(self.keys.index(symbol, "up"), "-inf", up_bound)
-        replies = await pipe.execute()
-        return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(ticks))]
+        """Record marks for operators and query the index, in one round trip.
 
-    async def write_marks(self, marks: Iterable[tuple[str, Decimal, int, int, str]]) -> None:
-        """Record (symbol, price, venue_ts, recv_ms, status) for operators."""
+        ``marks``: (symbol, price, venue_ts, recv_ms, status). ``queries``:
+        (symbol, down_bound, up_bound); each answer holds the members of the
+        down set scored >= down_bound and of the up set scored <= up_bound.
+        """
         pipe = self.redis.pipeline(transaction=False)
-        n = 0
         for symbol, price, venue_ts, recv_ms, status in marks:
             pipe.hset(
                 self.keys.mark(symbol),
@@ -143,9 +140,11 @@ class Store:
                     "status": status,
                 },
             )  # fmt: skip
-            n += 1
-        if n:
-            await pipe.execute()
+        for symbol, down_bound, up_bound in queries:
+            pipe.zrangebyscore(self.keys.index(symbol, "down"), down_bound, "+inf")
+            pipe.zrangebyscore(self.keys.index(symbol, "up"), "-inf", up_bound)
+        replies = (await pipe.execute())[len(marks) :]
+        return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(queries))]
 
     async def set_mark_status(self, symbol: str, status: str) -> None:
         """Record a symbol's LIVE/STALE transition."""

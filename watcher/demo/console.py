@@ -19,7 +19,7 @@ from typing import TextIO
 import redis.asyncio as aioredis
 
 from state.keys import Keys
-from watcher.demo.streams import Fields, stream_entries
+from watcher.streams import Fields, stream_entries
 
 MarkFields = tuple[bytes | str | None, bytes | str | None]
 

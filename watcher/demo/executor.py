@@ -29,7 +29,7 @@ from redis.exceptions import ResponseError
 
 from state.keys import Keys
 from state.models import MarginMode
-from watcher.demo.streams import Entry, Fields, stream_entries
+from watcher.streams import Entry, Fields, stream_entries
 
 Message = dict[str, object]
 

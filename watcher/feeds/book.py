@@ -131,6 +131,10 @@ class MarkBook:
         if not self._dirty:
             await self._changed.wait()
 
+    def poke(self) -> None:
+        """Wake a waiter without a new mark (the engine has other work, such as nudged accounts)."""
+        self._changed.set()
+
     def take(self) -> dict[str, Tick]:
         """Return a Tick for every symbol with marks since the last take, and forget them."""
         ticks: dict[str, Tick] = {}

@@ -1,0 +1,241 @@
+"""The input consumer: position, balance and leverage updates applied in stream order.
+
+One instance at a time holds the shard's input lease (a key with a TTL,
+renewed while alive) and applies input; the others wait and take over, with
+the pending entries, when it lapses. Every apply is one commit that checks
+the lease, the seq and the account version, writes, and acknowledges the
+entry, so an entry is applied once and acknowledged only after it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ResponseError
+
+from state import margin
+from state.account import AccountState, Status
+from state.changes import ChangeSet
+from state.errors import InputError
+from state.inputs import InputMessage, parse_input
+from state.models import MarginMode
+from state.plan import Rules, plan_input
+from state.store import Store
+from watcher.streams import stream_entries
+
+GROUP = "liqwatch"
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    entry_id: str
+    raw: bytes
+
+
+class LeaseLost(Exception):
+    """Another instance holds the input lease now."""
+
+
+class InputConsumer:
+    """Apply the input stream; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        rules: Rules,
+        *,
+        owner: str,
+        live_marks: Callable[[], dict[str, Decimal]],
+        generation: Callable[[], int],
+        nudge: Callable[[list[str]], None],
+        lease_ttl: float = 5.0,
+        batch: int = 200,
+        block: float = 0.25,
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.owner = owner
+        self.live_marks = live_marks
+        self.generation = generation
+        self.nudge = nudge
+        self.lease_ttl_ms = int(lease_ttl * 1000)
+        self.batch = batch
+        self.block_ms = int(block * 1000)
+        self.counters: Counter[str] = Counter()
+        self.leader = False
+        self._log = structlog.get_logger().bind(component="input", owner=owner)
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The store's client."""
+        return self.store.redis
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group (and the stream) if they don't exist."""
+        try:
+            await self.redis.xgroup_create(self.store.keys.input, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Apply input while holding the lease, until ``stop`` is set."""
+        await self.ensure_group()
+        try:
+            while not stop.is_set():
+                if not await self.store.acquire_lease(self.owner, self.lease_ttl_ms):
+                    if self.leader:
+                        self._lost()
+                    await asyncio.sleep(self.lease_ttl_ms / 3000)
+                    continue
+                if not self.leader:
+                    self.leader = True
+                    self._log.info("input.lease_acquired")
+                    await self._take_over_pending()
+                try:
+                    await self.step()
+                except LeaseLost:
+                    self._lost()
+        finally:
+            if self.leader:
+                await self.store.release_lease(self.owner)
+
+    def _lost(self) -> None:
+        self.leader = False
+        self.counters["lease_lost"] += 1
+        self._log.warning("input.lease_lost")
+
+    async def _take_over_pending(self) -> None:
+        # Entries a previous holder read but did not acknowledge are ours now;
+        # applying them first keeps stream order (each commit re-checks seq).
+        start = "0-0"
+        while True:
+            reply = await self.redis.xautoclaim(
+                self.store.keys.input, GROUP, self.owner, min_idle_time=0, start_id=start,
+                count=1000, justid=True,
+            )  # fmt: skip
+            start = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            if start == "0-0":
+                return
+
+    async def step(self) -> int:
+        """Read and apply one batch (our pending entries first); return how many."""
+        entries = await self._read("0")
+        if not entries:
+            entries = await self._read(">")
+        if entries:
+            await self.apply(entries)
+        return len(entries)
+
+    async def _read(self, start: str) -> list[_Entry]:
+        reply = await self.redis.xreadgroup(
+            GROUP, self.owner, {self.store.keys.input: start}, count=self.batch,
+            block=self.block_ms if start == ">" else None,
+        )  # fmt: skip
+        out: list[_Entry] = []
+        for entry_id, fields in stream_entries(reply):
+            eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            raw = (fields or {}).get(b"msg", b"")
+            out.append(_Entry(eid, raw.encode() if isinstance(raw, str) else raw))
+        return out
+
+    async def apply(self, entries: list[_Entry]) -> None:
+        """Apply entries in order: plan them all, commit them in one pipeline, redo conflicts."""
+        parsed: list[tuple[_Entry, InputMessage | InputError]] = []
+        for entry in entries:
+            try:
+                parsed.append((entry, parse_input(entry.raw, self.rules.markets)))
+            except InputError as exc:
+                parsed.append((entry, exc))
+        accounts = [m.account for _, m in parsed if not isinstance(m, InputError)]
+        states = await self.store.load_many(accounts)
+        generation = self.generation()
+        marks = self.live_marks()
+        planned: list[tuple[_Entry, InputMessage | InputError, ChangeSet, AccountState | None]] = []
+        for entry, msg in parsed:
+            cs, after = self._plan(entry, msg, states, marks)
+            if after is not None:
+                states[after.account] = after
+            planned.append((entry, msg, cs, after))
+        results = await self.store.commit_many([cs for _, _, cs, _ in planned])
+        to_nudge: list[str] = []
+        redo: list[_Entry] = []
+        for (entry, msg, _, after), result in zip(planned, results, strict=True):
+            if result.outcome == "LEASE":
+                raise LeaseLost
+            if result.outcome == "CONFLICT":
+                redo.append(entry)
+                continue
+            self.counters[_outcome(msg, result.outcome)] += 1
+            if isinstance(msg, InputError) and result.ok:
+                self._log.warning("input.dead_letter", entry_id=entry.entry_id, reason=msg.reason)
+            if (
+                result.ok
+                and after is not None
+                and (self.generation() != generation or _needs_decision(self.rules, after, marks))
+            ):
+                to_nudge.append(after.account)
+        if to_nudge:
+            self.nudge(to_nudge)
+        if redo:
+            # A claim (or a lapsed-lease holder) changed these accounts meanwhile:
+            # re-read and re-plan, in order, on their own.
+            self.counters["conflicts"] += len(redo)
+            await self.apply(redo)
+
+    def _plan(
+        self,
+        entry: _Entry,
+        msg: InputMessage | InputError,
+        states: dict[str, AccountState],
+        marks: dict[str, Decimal],
+    ) -> tuple[ChangeSet, AccountState | None]:
+        keys = self.store.keys
+        if not isinstance(msg, InputError):
+            state = states[msg.account]
+            if state.seq is not None and msg.seq <= state.seq:
+                # A duplicate: the script acknowledges it without writing.
+                cs = ChangeSet(keys, msg.account).expect_version(state.version).seq(msg.seq)
+                return self._guard(cs, entry), None
+            try:
+                cs, after = plan_input(self.rules, state, msg, marks)
+                return self._guard(cs, entry), after
+            except InputError as exc:
+                msg = exc
+        account = "-"
+        cs = ChangeSet(keys, account).xadd(
+            keys.dead, {"msg": entry.raw.decode(errors="replace"), "reason": msg.reason,
+                        "entry_id": entry.entry_id},
+        )  # fmt: skip
+        return self._guard(cs, entry), None
+
+    def _guard(self, cs: ChangeSet, entry: _Entry) -> ChangeSet:
+        keys = self.store.keys
+        return cs.lease(keys.input_lease, self.owner).ack(keys.input, GROUP, entry.entry_id)
+
+
+def _outcome(msg: InputMessage | InputError, outcome: str) -> str:
+    if isinstance(msg, InputError):
+        return "input_dead_letters"
+    return "input_applied" if outcome == "OK" else "input_duplicates"
+
+
+def _needs_decision(rules: Rules, state: AccountState, marks: dict[str, Decimal]) -> bool:
+    """Whether the account, as just written, is liquidatable at the marks it was planned with."""
+    legs = state.cross_legs
+    if legs and state.status is Status.OPEN and all(leg.symbol in marks for leg in legs):
+        health = margin.evaluate_cross(state.balance, legs, rules.models, marks).health
+        if margin.is_liquidatable(health, at_equality=rules.at_equality):
+            return True
+    for (mode, symbol), stored in state.positions.items():
+        if mode is MarginMode.ISOLATED and stored.status is Status.OPEN and symbol in marks:
+            health = margin.isolated_health(stored.position, marks[symbol], rules.models[symbol])
+            if margin.is_liquidatable(health, at_equality=rules.at_equality):
+                return True
+    return False
