@@ -118,7 +118,7 @@ class InputConsumer:
         while True:
             reply = await self.redis.xautoclaim(
                 self.store.keys.input, GROUP, self.owner, min_idle_time=0, start_id=start,
-                count=1000, justid=True,
+                count=1000,
             )  # fmt: skip
             start = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
             if start == "0-0":

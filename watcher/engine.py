@@ -63,6 +63,8 @@ class Engine:
         self.marks: dict[str, MarkPrice] = {}
         self.stale: set[str] = set(book.symbols)
         self.generation = 0
+        # venue_ts of the last mark per symbol whose decisions are all committed.
+        self.processed: dict[str, int] = {}
         self.counters: Counter[str] = Counter()
         self._nudged: set[str] = set()
         self._log = structlog.get_logger().bind(component="engine")
@@ -123,8 +125,10 @@ class Engine:
             self.generation += 1
         work = await self._candidates(live, now)
         nudged, self._nudged = self._nudged, set()
-        if work:
+        if work or nudged:
             await self._decide(work, nudged)
+        for symbol, tick in live.items():
+            self.processed[symbol] = tick.mark.venue_ts
 
     async def _candidates(self, live: dict[str, Tick], now: float) -> dict[str, _Work]:
         if not live:
