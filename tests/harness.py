@@ -19,10 +19,13 @@ from watcher.sim.orderly import OrderlyMarkServer
 DEFAULT_MARKETS = """
 [markets.PERP_ETH_USDC]
 maintenance = { model = "flat", rate = "0.006" }
-[markets.PERP_BTC_USDC]
-maintenance = { model = "orderly", base_imr = "0.01", base_mmr = "0.006", imr_factor = "0.000000091" }
+[markets.PERP_BTC_USDC.maintenance]
+model = "orderly"
+base_imr = "0.01"
+base_mmr = "0.006"
+imr_factor = "0.000000091"
 [markets.PERP_SOL_USDC]
-maintenance = { model = "brackets", brackets = [["0", "0.01"], ["50000", "0.02"], ["250000", "0.05"]] }
+maintenance = { model = "brackets", brackets = [["0", "0.01"], ["50000", "0.02"]] }
 """
 
 

@@ -1,4 +1,4 @@
-"""The daemon end to end: Orderly frames in, exact decisions, events out (real Redis, real socket)."""
+"""The daemon end to end: Orderly frames in, exact decisions, events out."""
 
 from __future__ import annotations
 
