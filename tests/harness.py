@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Mapping
 from decimal import Decimal
 from types import TracebackType
@@ -133,7 +134,8 @@ class Harness:
             if "seq" not in msg:
                 self._seq[msg["account"]] = self._seq.get(msg["account"], 0) + 1
                 msg["seq"] = self._seq[msg["account"]]
-            entry = await self.redis.xadd(self.daemon.store.keys.input, {"msg": orjson.dumps(msg)})
+            raw = json.dumps(msg).encode()  # orjson refuses ints past 64 bits
+            entry = await self.redis.xadd(self.daemon.store.keys.input, {"msg": raw})
             last = entry.decode()
         return last
 

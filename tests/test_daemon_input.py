@@ -1,0 +1,173 @@
+"""Input stream: seq order, dead letters with reasons, closing, isolated margin from leverage."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from tests.harness import Harness
+from watcher.redis_server import RedisServer
+
+ETH = "PERP_ETH_USDC"
+
+
+@pytest.fixture
+async def h(redis_server: RedisServer, redis_client):
+    async with Harness(redis_server.url, {ETH: "3000"}) as harness:
+        await harness.start()
+        await harness.tick({ETH: "3000"})
+        yield harness
+
+
+async def account(h: Harness, name: str) -> dict[str, str]:
+    raw = await h.redis.hgetall(h.daemon.store.keys.account(name))
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+async def positions(h: Harness, name: str) -> dict[str, dict[str, str]]:
+    raw = await h.redis.hgetall(h.daemon.store.keys.positions(name))
+    return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+
+
+async def test_old_and_equal_seq_are_ignored(h: Harness) -> None:
+    await h.send({"type": "balance", "account": "A", "balance": "100", "seq": 5})
+    await h.send({"type": "balance", "account": "A", "balance": "999", "seq": 3})
+    await h.send({"type": "balance", "account": "A", "balance": "998", "seq": 5})
+    await h.drained()
+    state = await account(h, "A")
+    assert state["balance"] == "100"
+    assert state["seq"] == "5"
+    await h.send({"type": "balance", "account": "A", "balance": "200", "seq": 2**70})
+    await h.drained()
+    assert (await account(h, "A"))["seq"] == str(2**70)
+    assert await h.dead() == []
+
+
+INVALID = [
+    (b"not json", "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    ({"type": "deposit", "account": "A", "seq": 1}, "type: must be"),
+    ({"type": "balance", "account": "A|B", "balance": "1", "seq": 1}, "account:"),
+    ({"type": "balance", "account": "A", "balance": "1", "seq": -1}, "seq:"),
+    ({"type": "balance", "account": "A", "balance": "1"}, "seq:"),
+    ({"type": "balance", "account": "A", "seq": 1}, "balance: missing"),
+    ({"type": "balance", "account": "A", "balance": "NaN", "seq": 1}, "balance: not a finite"),
+    ({"type": "balance", "account": "A", "balance": "1_000", "seq": 1}, "balance:"),
+    ({"type": "position", "account": "A", "symbol": "PERP_NOPE_USDC", "qty": "1",
+      "entry_price": "1", "seq": 1}, "symbol: not a configured market"),
+    ({"type": "position", "account": "A", "symbol": ETH, "margin_mode": "HEDGE", "qty": "1",
+      "entry_price": "1", "seq": 1}, "margin_mode:"),
+    ({"type": "position", "account": "A", "symbol": ETH, "qty": "1", "entry_price": "0",
+      "seq": 1}, "entry_price: must be > 0"),
+    ({"type": "position", "account": "A", "symbol": ETH, "margin_mode": "ISOLATED", "qty": "1",
+      "entry_price": "3000", "margin": "-5", "seq": 1}, "margin: must be >= 0"),
+    ({"type": "position", "account": "A", "symbol": ETH, "margin_mode": "CROSS", "qty": "1",
+      "entry_price": "3000", "margin": "5", "seq": 1}, "only an ISOLATED position"),
+    ({"type": "position", "account": "A", "symbol": ETH, "margin_mode": "ISOLATED", "qty": "1",
+      "entry_price": "3000", "seq": 1}, "no leverage"),
+    ({"type": "leverage", "account": "A", "symbol": ETH, "margin_mode": "ISOLATED",
+      "leverage": "0", "seq": 1}, "leverage: must be in"),
+]  # fmt: skip
+
+
+async def test_every_invalid_message_is_dead_lettered_with_its_reason(h: Harness) -> None:
+    keys = h.daemon.store.keys
+    for msg, _ in INVALID:
+        raw = msg if isinstance(msg, bytes) else orjson.dumps(msg)
+        await h.redis.xadd(keys.input, {"msg": raw})
+    await h.send({"type": "balance", "account": "OK", "balance": "1", "seq": 1})
+    await h.drained()
+    dead = await h.dead()
+    assert len(dead) == len(INVALID)
+    for (_, reason), letter in zip(INVALID, dead, strict=True):
+        assert reason in letter["reason"], (reason, letter)
+        assert letter["msg"]
+    # Nothing of them was applied, and the daemon went on with the next message.
+    assert await account(h, "A") == {}
+    assert (await account(h, "OK"))["balance"] == "1"
+    assert not h.daemons[0][2].done()
+
+
+async def test_qty_zero_closes_and_unindexes(h: Harness) -> None:
+    keys = h.daemon.store.keys
+    await h.send(
+        {"type": "balance", "account": "A", "balance": "1000"},
+        {"type": "position", "account": "A", "symbol": ETH, "qty": "1", "entry_price": "3000"},
+        {"type": "position", "account": "A", "symbol": ETH, "margin_mode": "ISOLATED",
+         "qty": "-1", "entry_price": "3000", "margin": "300"},
+    )  # fmt: skip
+    await h.drained()
+    assert await h.redis.zscore(keys.index(ETH, "down"), "C|A") is not None
+    assert await h.redis.zscore(keys.index(ETH, "up"), "I|A") is not None
+    await h.send(
+        {"type": "position", "account": "A", "symbol": ETH, "qty": "0"},
+        {"type": "position", "account": "A", "symbol": ETH, "margin_mode": "ISOLATED",
+         "qty": "0"},
+    )  # fmt: skip
+    await h.drained()
+    assert await positions(h, "A") == {}
+    for direction in ("down", "up"):
+        assert await h.redis.zrange(keys.index(ETH, direction), 0, -1) == []
+    await h.tick({ETH: "1"})
+    assert await h.events() == []
+
+
+async def test_isolated_margin_from_leverage(h: Harness) -> None:
+    await h.send(
+        {"type": "leverage", "account": "L", "symbol": ETH, "margin_mode": "ISOLATED",
+         "leverage": "10"},
+        {"type": "leverage", "account": "L", "symbol": ETH, "margin_mode": "CROSS",
+         "leverage": "2"},
+        {"type": "position", "account": "L", "symbol": ETH, "margin_mode": "ISOLATED",
+         "qty": "1", "entry_price": "3000"},
+        {"type": "position", "account": "M", "symbol": ETH, "margin_mode": "ISOLATED",
+         "qty": "-2", "entry_price": "3000", "leverage": "20"},
+    )  # fmt: skip
+    await h.drained()
+    (pos,) = (await positions(h, "L")).values()
+    assert Decimal(pos["margin"]) == 300  # 1 * 3000 / 10, not the CROSS setting
+    (pos,) = (await positions(h, "M")).values()
+    assert Decimal(pos["margin"]) == 300  # 2 * 3000 / 20
+    # And the liquidation happens at example 6's price.
+    await h.tick({ETH: "2716.30"})
+    assert await h.events() == []
+    await h.tick({ETH: "2716.29"})
+    (event,) = await h.events()
+    assert event["account"] == "L"
+
+
+async def test_default_margin_mode_is_the_markets(redis_server: RedisServer, redis_client):
+    markets = """
+[markets.PERP_ETH_USDC]
+maintenance = { model = "flat", rate = "0.006" }
+default_margin_mode = "ISOLATED"
+"""
+    async with Harness(redis_server.url, {ETH: "3000"}, markets=markets) as h:
+        await h.start()
+        await h.send({"type": "position", "account": "D", "symbol": ETH, "qty": "1",
+                      "entry_price": "3000", "margin": "300"})  # fmt: skip
+        await h.drained()
+        assert list(await positions(h, "D")) == ["ISOLATED|PERP_ETH_USDC"]
+
+
+async def test_liquidating_resolved_by_newer_input(h: Harness) -> None:
+    keys = h.daemon.store.keys
+    await h.send(
+        {"type": "position", "account": "R", "symbol": ETH, "margin_mode": "ISOLATED",
+         "qty": "1", "entry_price": "3000", "margin": "300"},
+    )  # fmt: skip
+    await h.drained()
+    await h.tick({ETH: "2700"})
+    assert len(await h.events()) == 1
+    assert await h.redis.zrange(keys.liquidating, 0, -1) == [b"I|R|PERP_ETH_USDC"]
+    # Out of the index while LIQUIDATING: further ticks do nothing.
+    await h.tick({ETH: "2600"})
+    assert len(await h.events()) == 1
+    # The executor's fill closes it.
+    await h.send({"type": "position", "account": "R", "symbol": ETH,
+                  "margin_mode": "ISOLATED", "qty": "0"})  # fmt: skip
+    await h.drained()
+    assert await h.redis.zrange(keys.liquidating, 0, -1) == []
+    assert await positions(h, "R") == {}
