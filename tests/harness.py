@@ -77,7 +77,7 @@ class Harness:
         self._seq: dict[str, int] = {}
 
     def _next_ts(self) -> int:
-        self.last_ts = next(self._ts)
+        # One ts per push, whatever the number of clients.
         return self.last_ts
 
     @property
@@ -159,14 +159,19 @@ class Harness:
         """Push one markprices frame and wait until every daemon has decided on it."""
         for symbol, price in prices.items():
             self.server.set_price(symbol, Decimal(price))
+        self.server.silent = set(self.symbols) - set(prices)
+        self.last_ts = next(self._ts)
         await self.server.push()
         ts = self.last_ts
-        async with asyncio.timeout(timeout):
-            for daemon, _, task in self.daemons:
-                if task.done():
-                    continue
-                while any(daemon.engine.processed.get(s) != ts for s in prices):
-                    await asyncio.sleep(0.005)
+        for daemon, _, task in self.daemons:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while not task.done() and any(daemon.engine.processed.get(s) != ts for s in prices):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(
+                        f"{daemon.settings.instance} did not decide on ts {ts} for {dict(prices)}:"
+                        f" processed {daemon.engine.processed}"
+                    )
+                await asyncio.sleep(0.005)
 
     async def events(self) -> list[dict[str, str]]:
         entries = await self.redis.xrange(self.daemon.store.keys.events)

@@ -76,6 +76,9 @@ class SimServer:
         # While set, accept the websocket handshake and close at once.
         self.drop_on_accept = False
         self.paused = False
+        # Symbols left out of every frame (a venue dropping one symbol while
+        # the rest flows).
+        self.silent: set[str] = set()
         self.port = 0
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []

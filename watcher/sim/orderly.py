@@ -116,11 +116,19 @@ class OrderlyMarkServer(SimServer):
         ts = self.frame_ts()
         frames: list[str] = []
         if ALL_MARKS_TOPIC in client.topics:
-            data = [{"symbol": s, "price": float(p)} for s, p in self.prices.items()]
+            data = [
+                {"symbol": s, "price": float(p)}
+                for s, p in self.prices.items()
+                if s not in self.silent
+            ]
             frames.append(orjson.dumps({"topic": ALL_MARKS_TOPIC, "ts": ts, "data": data}).decode())
         for topic in sorted(client.topics):
             symbol = topic.removesuffix(SYMBOL_TOPIC_SUFFIX)
-            if topic.endswith(SYMBOL_TOPIC_SUFFIX) and symbol in self.prices:
+            if (
+                topic.endswith(SYMBOL_TOPIC_SUFFIX)
+                and symbol in self.prices
+                and symbol not in self.silent
+            ):
                 item = {"symbol": symbol, "price": float(self.prices[symbol])}
                 frames.append(orjson.dumps({"topic": topic, "ts": ts, "data": item}).decode())
         return frames
