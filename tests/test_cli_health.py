@@ -1,0 +1,123 @@
+"""``liqwatch health``, config and command-line errors, and the lazily imported commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+
+from tests.cli_setup import KEYS, write_config
+from watcher.cli import heartbeat_verdict, main
+from watcher.redis_server import free_port
+
+
+@pytest.fixture
+def sync_redis(redis_server):
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def config(tmp_path, redis_server):
+    return write_config(tmp_path, redis_server.url)
+
+
+def beat(r, age_ms: int) -> str:
+    body = json.dumps({"ts": time.time_ns() // 1_000_000 - age_ms, "instance": "host-42"})
+    r.set(KEYS.health, body, px=60_000)
+    return body
+
+
+def test_fresh_heartbeat_exits_0_and_prints_it(config, sync_redis, capsys):
+    body = beat(sync_redis, 500)
+    assert main(["health", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == body + "\n"
+
+
+def test_stale_heartbeat_exits_1_with_the_reason(config, sync_redis, capsys):
+    beat(sync_redis, 30_000)
+    assert main(["health", "--config", str(config)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("liqwatch: stale heartbeat: host-42 last beat 30.")
+    assert captured.err.endswith("s ago (max 10 s)\n")
+    assert main(["health", "--config", str(config), "--max-age", "60"]) == 0
+
+
+def test_missing_heartbeat_exits_1(config, sync_redis, capsys):
+    assert main(["health", "--config", str(config)]) == 1
+    assert capsys.readouterr().err.startswith("liqwatch: no heartbeat")
+
+
+def test_unreachable_redis_exits_1_in_one_line(tmp_path, capsys):
+    config = write_config(tmp_path, f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    assert main(["health", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("liqwatch: cannot reach Redis at redis://:***@127.0.0.1:")
+    assert "hunter2" not in err
+
+
+def test_heartbeat_verdicts():
+    assert heartbeat_verdict(b'{"ts": 1000}', 11_000, 10.0) == (True, '{"ts": 1000}')
+    assert heartbeat_verdict(b'{"ts": 1000}', 11_001, 10.0)[0] is False
+    assert heartbeat_verdict(b"garbage", 0, 10.0) == (False, "unreadable heartbeat: 'garbage'")
+    assert heartbeat_verdict(b'{"instance": "x"}', 0, 10.0)[0] is False
+    assert heartbeat_verdict(None, 0, 10.0)[0] is False
+
+
+@pytest.mark.parametrize("command", ["run", "load", "health", "inspect"])
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("[redis\n", "not valid TOML"),
+        ('[redis]\nurl = "redis://x"\n', "markets: missing table [markets]"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys, command, text, reason):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    extra = {"load": ["in.jsonl"], "inspect": ["marks"]}.get(command, [])
+    assert main([command, "--config", str(path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("liqwatch: ")
+    assert reason in err
+
+
+def test_missing_config_file_is_exit_2(tmp_path, capsys):
+    assert main(["health", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert "nope.toml: cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["inspect", "--config", "x.toml"], ["load"], ["inspect", "--config", "x", "symbol", "S",
+     "--limit", "0"], ["frobnicate"]],
+)  # fmt: skip
+def test_usage_errors_are_one_line_and_exit_2(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.endswith("(see --help)\n")
+
+
+def test_help_exits_0(capsys):
+    assert main(["--help"]) == 0
+    assert "inspect" in capsys.readouterr().out
+
+
+def test_the_cli_imports_without_the_daemon_or_the_demo():
+    # run and demo import their modules only when they run.
+    probe = (
+        "import sys, watcher.cli;"
+        "print('watcher.app' in sys.modules, 'watcher.demo.runner' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
