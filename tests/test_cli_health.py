@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -121,3 +122,28 @@ def test_the_cli_imports_without_the_daemon_or_the_demo():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_run_beats_until_sigterm_then_exits_0(tmp_path, config, sync_redis, capsys):
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as sink:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "watcher.cli", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while main(["health", "--config", str(config)]) != 0:
+            assert daemon.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "no heartbeat within 10 s"
+            time.sleep(0.05)
+        assert json.loads(capsys.readouterr().out)["ts"] > 0
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    assert main(["health", "--config", str(config)]) == 1
+    assert capsys.readouterr().err.startswith("liqwatch: no heartbeat")
