@@ -9,9 +9,24 @@ import orjson
 import structlog
 
 
-def configure_logging(fmt: str = "json", level: int = logging.INFO) -> None:
-    """Set up structlog for the process: dotted event names, ISO timestamps, one line each."""
+def configure_logging(
+    fmt: str = "json", level: int = logging.INFO, *, drop: frozenset[str] = frozenset()
+) -> None:
+    """Set up structlog for the process: dotted event names, ISO timestamps, one line each.
+
+    Events named in ``drop`` are not written (the demo's console shows
+    liquidations its own way).
+    """
+
+    def dropper(
+        _logger: object, _name: str, event: structlog.typing.EventDict
+    ) -> structlog.typing.EventDict:
+        if event.get("event") in drop:
+            raise structlog.DropEvent
+        return event
+
     processors: list[structlog.typing.Processor] = [
+        dropper,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

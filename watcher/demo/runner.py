@@ -1,0 +1,89 @@
+"""``liqwatch demo``: the whole job on an embedded default, everything on loopback.
+
+A throwaway redis-server, a simulated Orderly mark-price server walking six
+markets with occasional sharp moves, a generated book loaded through the
+input stream, the daemon, a demo executor writing the closing updates back,
+and a console view of marks and liquidations. Ctrl-C stops all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from typing import TextIO
+
+import redis.asyncio as aioredis
+
+from watcher.app import run_daemon
+from watcher.config import Settings
+from watcher.demo.book import demo_markets, demo_marks, generate_book
+from watcher.demo.console import ConsoleView
+from watcher.demo.executor import DemoExecutor
+from watcher.feeds.spec import FeedSpec
+from watcher.loader import append_messages, validate_lines
+from watcher.logs import configure_logging
+from watcher.redis_server import RedisServer
+from watcher.sim.orderly import OrderlyMarkServer
+
+
+async def run_demo(
+    *,
+    accounts: int = 1500,
+    seed: int = 7,
+    duration: float | None = None,
+    interval: float = 1.0,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Run the demo until Ctrl-C (or ``duration`` seconds); return the number of liquidations."""
+    configure_logging("console", logging.WARNING, drop=frozenset({"liquidation.emitted"}))
+    markets = demo_markets()
+    marks = demo_marks()
+    stop = asyncio.Event()
+    with RedisServer() as redis_server:
+        feed = OrderlyMarkServer(
+            marks, interval=interval, random_walk=True, seed=seed, volatility=0.002,
+            jump_probability=0.005,
+        )  # fmt: skip
+        async with feed:
+            settings = Settings(
+                redis_url=redis_server.url,
+                prefix="liq",
+                feeds=(FeedSpec("orderly", feed.url, tuple(markets), stale_after=5.0),),
+                markets=markets,
+                instance="demo",
+                heartbeat_interval=1.0,
+            )
+            print(
+                f"liqwatch demo: redis {redis_server.url}, Orderly-format feed {feed.url},"
+                f" {len(markets)} markets; Ctrl-C to stop",
+                file=out,
+                flush=True,
+            )
+            redis = aioredis.Redis.from_url(redis_server.url)
+            try:
+                book = [json.dumps(m).encode() for m in generate_book(
+                    markets, marks, accounts=accounts, seed=seed)]  # fmt: skip
+                messages = validate_lines(book, markets, source="demo book")
+                await append_messages(redis, settings.keys, messages)
+                print(f"loaded {len(messages)} input messages for {accounts} accounts", file=out)
+                executor = DemoExecutor(redis, settings.keys, reopen_probability=0.5)
+                console = ConsoleView(redis, settings.keys, sorted(markets), out=out)
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(run_daemon(settings, stop=stop))
+                    tg.create_task(executor.run(stop))
+                    tg.create_task(console.run(stop))
+                    if duration is not None:
+                        tg.create_task(_stop_after(stop, duration))
+                return sum(console.totals.values())
+            finally:
+                await redis.aclose()
+
+
+async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    stop.set()
