@@ -147,3 +147,13 @@ def test_run_beats_until_sigterm_then_exits_0(tmp_path, config, sync_redis, caps
             daemon.wait()
     assert main(["health", "--config", str(config)]) == 1
     assert capsys.readouterr().err.startswith("liqwatch: no heartbeat")
+
+
+def test_demo_runs_for_a_duration_and_exits_0():
+    # In a child process: the demo configures logging for the whole process.
+    argv = ["demo", "--accounts", "10", "--seed", "3", "--duration", "0.3"]
+    done = subprocess.run(
+        [sys.executable, "-m", "watcher.cli", *argv], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert "loaded" in done.stdout

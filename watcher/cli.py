@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the self-contained demo")
     demo.add_argument("--accounts", type=_positive_int, metavar="N", help="accounts in the book")
     demo.add_argument("--seed", type=int, metavar="S", help="random seed")
+    demo.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     load = commands.add_parser("load", help="validate a JSONL file, then append it to the input")
     config(load)
     load.add_argument("input", metavar="INPUT.jsonl", help="one update per line; - for stdin")
@@ -217,15 +219,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    # Lazily, as for run. (The ignore is for while watcher.demo.runner is being written.)
-    from watcher.demo.runner import run_demo  # type: ignore[import-not-found, unused-ignore]
+    from watcher.demo.runner import run_demo  # lazily, as for run
 
-    options: dict[str, Any] = {}
-    if args.accounts is not None:
-        options["accounts"] = args.accounts
-    if args.seed is not None:
-        options["seed"] = args.seed
-    asyncio.run(run_demo(**options))
+    options = {
+        name: value
+        for name in ("accounts", "seed", "duration")
+        if (value := getattr(args, name)) is not None
+    }
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how the demo ends
+        asyncio.run(run_demo(**options))
     return 0
 
 
