@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from state import margin
-from state.account import Status, StoredPosition
+from state.account import AccountState, Status, StoredPosition
 from state.keys import position_field
-from state.models import FlatModel, MarginMode, Position
+from state.models import FlatModel, MarginMode, Market, Position
 from tests.cli_setup import BTC, ETH, KEYS, write_config
 from watcher import views
 from watcher.cli import main
@@ -304,3 +304,24 @@ def test_a_wrongly_typed_key_is_one_line(config, sync_redis, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "refused: WRONGTYPE" in err
+
+
+def test_describe_account_with_an_unknown_market_and_a_liquidatable_account():
+    legs = {
+        (MarginMode.CROSS, ETH): StoredPosition(CROSS_ETH),
+        (MarginMode.ISOLATED, "OLD"): StoredPosition(
+            Position("A1", "OLD", MarginMode.ISOLATED, Decimal(1), Decimal(10), Decimal(1))
+        ),
+    }
+    state = AccountState("A1", Decimal(20), 5, 5, Status.OPEN, legs, {})
+    mark = views.MarkInfo(ETH, Decimal(2900), "LIVE", "orderly", 1, 1)
+    markets = {ETH: Market(ETH, ETH_MODEL)}
+
+    view = views.describe_account(state, markets, {ETH: mark})
+
+    # 20 - 100 < 17.4: below maintenance; the liquidation price is above the mark.
+    assert view["cross"]["liquidatable"] is True
+    assert view["cross"]["legs"][0]["distance_pct"] > 0
+    [old] = view["isolated"]
+    assert old["known_market"] is False
+    assert old["liq_price"] is None
