@@ -67,6 +67,8 @@ def parse_input(raw: bytes | str, markets: Mapping[str, Market]) -> InputMessage
         data = json.loads(raw, parse_float=Decimal, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise InputError("not JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InputError("not a JSON object")
     kind = data.get("type")

@@ -34,6 +34,9 @@ from state.models import MarginMode
 Direction = Literal["down", "up"]
 DIRECTIONS: tuple[Direction, Direction] = ("down", "up")
 
+# The consumer group that applies the input stream.
+INPUT_GROUP = "liqwatch"
+
 CROSS_MEMBER = "C|"
 ISOLATED_MEMBER = "I|"
 

@@ -171,3 +171,11 @@ async def test_liquidating_resolved_by_newer_input(h: Harness) -> None:
     await h.drained()
     assert await h.redis.zrange(keys.liquidating, 0, -1) == []
     assert await positions(h, "R") == {}
+
+
+def test_deeply_nested_input_is_an_input_error() -> None:
+    from state.errors import InputError
+    from state.inputs import parse_input
+
+    with pytest.raises(InputError, match="nested too deeply"):
+        parse_input(b"[" * 50_000, {})

@@ -24,12 +24,13 @@ from state.account import AccountState, Status
 from state.changes import ChangeSet
 from state.errors import InputError
 from state.inputs import InputMessage, parse_input
+from state.keys import INPUT_GROUP
 from state.models import MarginMode
 from state.plan import Rules, plan_input
 from state.store import Store
 from watcher.streams import stream_entries
 
-GROUP = "liqwatch"
+GROUP = INPUT_GROUP
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,11 +20,10 @@ from redis.exceptions import ResponseError
 
 from state import margin
 from state.account import AccountState, StoredPosition
-from state.keys import Keys, split_index_member
+from state.keys import INPUT_GROUP, Keys, split_index_member
 from state.models import MaintenanceModel, MarginMode, Market, Position
 
 # The input consumer's group on the input stream.
-INPUT_GROUP = "liqwatch"
 
 Json = dict[str, Any]
 
