@@ -73,7 +73,7 @@ async def eventually(predicate: Any) -> None:
     """Poll a client-side condition (the server side has wait_until)."""
     async with asyncio.timeout(WAIT):
         # Client-side state has no event to wait on: poll it, briefly.
-        while not predicate():  # noqa: ASYNC110
+        while not predicate():
             await asyncio.sleep(0.005)
 
 

@@ -62,9 +62,10 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RedisServerError(f"redis-server exited with code {self._proc.returncode}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
-            ) as conn:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn,
+            ):
                 conn.sendall(b"PING\r\n")
                 if conn.recv(16).startswith(b"+PONG"):
                     return
