@@ -157,3 +157,16 @@ def test_demo_runs_for_a_duration_and_exits_0():
     )
     assert done.returncode == 0, done.stderr
     assert "loaded" in done.stdout
+
+
+def test_demo_shows_liquidations_happening():
+    """What ``make demo`` runs: within seconds, liquidations of both kinds are committed."""
+    argv = ["demo", "--seed", "7", "--duration", "10"]
+    done = subprocess.run(
+        [sys.executable, "-m", "watcher.cli", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(" CROSS " in line for line in lines), done.stdout[-2000:]
+    assert any(" ISOLATED " in line for line in lines), done.stdout[-2000:]
+    assert "Traceback" not in done.stderr
