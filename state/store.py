@@ -150,6 +150,17 @@ class Store:
         """Record a symbol's LIVE/STALE transition."""
         await self.redis.hset(self.keys.mark(symbol), "status", status)
 
+    async def liquidating_before(self, ms: int) -> tuple[int, str | None, int]:
+        """Count liquidations claimed before ``ms``; name the oldest and its claim time."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcount(self.keys.liquidating, "-inf", ms)
+        pipe.zrange(self.keys.liquidating, 0, 0, withscores=True)
+        count, oldest = await pipe.execute()
+        if not count:
+            return 0, None, 0
+        member, score = oldest[0]
+        return int(count), member.decode(), int(score)
+
     async def incr(self, counter: str, by: int = 1) -> None:
         """Bump an operator-visible counter in the stats hash."""
         await self.redis.hincrby(self.keys.stats, counter, by)

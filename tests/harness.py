@@ -32,7 +32,7 @@ maintenance = { model = "brackets", brackets = [["0", "0.01"], ["50000", "0.02"]
 
 def settings_for(
     redis_url: str, feed_url: str, symbols: list[str], *, markets: str = DEFAULT_MARKETS,
-    stale_after: float = 30.0, extra: str = "",
+    stale_after: float = 30.0, extra: str = "", instance: str = "test",
 ) -> Settings:  # fmt: skip
     text = f"""
 [redis]
@@ -44,6 +44,7 @@ url = "{feed_url}"
 symbols = {orjson.dumps(symbols).decode()}
 stale_after = {stale_after}
 [daemon]
+instance = "{instance}"
 heartbeat_interval = 0.2
 lease_ttl = 1.0
 backoff_base = 0.05
@@ -87,7 +88,7 @@ class Harness:
     def settings(self, instance: str) -> Settings:
         return settings_for(
             self.redis_url, self.server.url, self.symbols, markets=self.markets,
-            stale_after=self.stale_after, extra=f'{self.extra}\ninstance = "{instance}"',
+            stale_after=self.stale_after, extra=self.extra, instance=instance,
         )  # fmt: skip
 
     async def __aenter__(self) -> Harness:

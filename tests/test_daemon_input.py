@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from tests.harness import Harness
 from watcher.redis_server import RedisServer
@@ -179,3 +181,22 @@ def test_deeply_nested_input_is_an_input_error() -> None:
 
     with pytest.raises(InputError, match="nested too deeply"):
         parse_input(b"[" * 50_000, {})
+
+
+async def test_stuck_liquidation_alerts(redis_server: RedisServer, redis_client) -> None:
+    extra = "[liquidation]\nstuck_after = 0.3\n"
+    async with Harness(redis_server.url, {ETH: "3000"}, extra=extra) as h:
+        await h.start()
+        await h.tick({ETH: "3000"})
+        await h.send({"type": "position", "account": "Z", "symbol": ETH,
+                      "margin_mode": "ISOLATED", "qty": "1", "entry_price": "3000",
+                      "margin": "300"})  # fmt: skip
+        await h.drained()
+        with capture_logs() as logs:
+            await h.tick({ETH: "2700"})
+            await asyncio.sleep(0.8)
+        stuck = [e for e in logs if e["event"] == "liquidation.stuck"]
+        assert stuck
+        assert stuck[-1]["oldest"] == "I|Z|PERP_ETH_USDC"
+        health = orjson.loads(await h.redis.get(h.daemon.store.keys.health))
+        assert health["stuck_liquidations"] == 1

@@ -96,10 +96,11 @@ class Daemon:
         """Write the heartbeat key (with a TTL) and flush counters into the stats hash."""
         s = self.settings
         live = self.engine.live_marks()
-        body = {
+        now_ms = time.time_ns() // 1_000_000
+        body: dict[str, object] = {
             "instance": s.instance,
             "pid": os.getpid(),
-            "ts": time.time_ns() // 1_000_000,
+            "ts": now_ms,
             "input_leader": self.consumer.leader,
             "live": sorted(live),
             "stale": sorted(self.engine.stale),
@@ -109,6 +110,15 @@ class Daemon:
             ],
             "rejected": dict(self.book.rejected),
         }
+        count, oldest, since = await self.store.liquidating_before(
+            now_ms - int(s.stuck_after * 1000)
+        )
+        if count:
+            self.log.warning(
+                "liquidation.stuck", count=count, oldest=oldest,
+                oldest_age_s=round((now_ms - since) / 1000, 1),
+            )  # fmt: skip
+            body["stuck_liquidations"] = count
         totals = self.engine.counters + self.consumer.counters
         pipe = self.store.redis.pipeline(transaction=False)
         pipe.set(s.keys.health, orjson.dumps(body), px=int(s.heartbeat_ttl * 1000))

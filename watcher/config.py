@@ -43,6 +43,7 @@ class Settings:
     markets: Mapping[str, Market]
     at_equality: bool = False
     liq_id_ttl: int = 7 * 24 * 3600
+    stuck_after: float = 300.0
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     heartbeat_interval: float = 1.0
     heartbeat_ttl: float = 5.0
@@ -119,6 +120,8 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
         kwargs["log_format"] = _choice(daemon, "log_format", "daemon", ("json", "console"))
     if "liq_id_ttl" in liq:
         kwargs["liq_id_ttl"] = _positive(liq, "liq_id_ttl", "liquidation", int)
+    if "stuck_after" in liq:
+        kwargs["stuck_after"] = _positive(liq, "stuck_after", "liquidation", float)
     at_equality = liq.get("at_equality", False)
     if not isinstance(at_equality, bool):
         raise ConfigError(f"liquidation.at_equality: must be true or false, got {at_equality!r}")

@@ -55,6 +55,8 @@ class FeedStats:
     replies: int = 0
     keepalives: int = 0
     silences: int = 0
+    # Venue notices of a coming restart, each answered by a reconnect.
+    restart_notices: int = 0
     # Marks for symbols this feed was not asked for (Orderly's ``markprices``
     # carries every market): expected, so counted apart from rejections.
     unrouted: int = 0
@@ -253,9 +255,11 @@ class _Session:
                 return
             except ConnectionClosedOK:
                 return
-            await self._handle(ws, frame)
+            if await self._handle(ws, frame):
+                return
 
-    async def _handle(self, ws: ClientConnection, frame: str | bytes) -> None:
+    async def _handle(self, ws: ClientConnection, frame: str | bytes) -> bool:
+        """Act on one frame; return True if the venue asked for a reconnect."""
         recv_ts = self.clock()
         self.stats.frames += 1
         try:
@@ -263,7 +267,7 @@ class _Session:
         except FrameError as exc:
             self.stats.frame_errors[exc.reason] += 1
             self.frame_log.note(exc.reason, exc.detail[:120])
-            return
+            return False
         if result.reply is not None:
             await ws.send(result.reply)
             self.stats.replies += 1
@@ -274,6 +278,12 @@ class _Session:
             self.log.debug("feed.subscribed")
         if result.marks or result.rejects:
             self._offer(result, recv_ts)
+        if result.reconnect:
+            # Leaving the ``async with connect`` closes this socket cleanly;
+            # run_feed then reopens it after the usual backoff.
+            self.stats.restart_notices += 1
+            self.log.warning("feed.restart_notice")
+        return result.reconnect
 
     def _offer(self, result: ParseResult, recv_ts: float) -> None:
         delivered = False

@@ -35,6 +35,8 @@ RejectReason = Literal[
     # the rest of a mark
     "bad_symbol",
     "bad_ts",
+    # a delta of a venue that sends snapshot + deltas, before this connection's snapshot
+    "no_snapshot",
     # the mark book
     "unknown_symbol",
     "stale_ts",

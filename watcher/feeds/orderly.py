@@ -11,8 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from watcher.feeds.errors import FrameError, PriceRejected
-from watcher.feeds.prices import parse_venue_ts
-from watcher.feeds.venue import IGNORED, MarkCollector, ParseResult, dump_json, load_json
+from watcher.feeds.venue import (
+    IGNORED,
+    MarkCollector,
+    ParseResult,
+    dump_json,
+    frame_ts,
+    load_json,
+)
 
 ALL_MARKS_TOPIC = "markprices"
 SYMBOL_TOPIC_SUFFIX = "@markprice"
@@ -79,15 +85,8 @@ class OrderlyVenue:
         return IGNORED
 
 
-def _frame_ts(msg: dict[str, object]) -> int:
-    try:
-        return parse_venue_ts(msg.get("ts"))
-    except PriceRejected as exc:
-        raise FrameError("bad_ts" if exc.reason == "bad_ts" else "missing", "ts") from None
-
-
 def _all_marks(msg: dict[str, object], recv_ts: float) -> ParseResult:
-    ts = _frame_ts(msg)
+    ts = frame_ts(msg)
     data = msg.get("data")
     if not isinstance(data, list):
         raise FrameError("bad_shape", "markprices data is not a list")
@@ -101,7 +100,7 @@ def _all_marks(msg: dict[str, object], recv_ts: float) -> ParseResult:
 
 
 def _one_mark(msg: dict[str, object], topic_symbol: str, recv_ts: float) -> ParseResult:
-    ts = _frame_ts(msg)
+    ts = frame_ts(msg)
     data = msg.get("data")
     if not isinstance(data, dict):
         raise FrameError("bad_shape", "markprice data is not an object")

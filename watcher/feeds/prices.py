@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from watcher.feeds.errors import PriceRejected, quote
@@ -28,6 +29,13 @@ MAX_TS_DIGITS = 14
 _DECIMAL_TEXT = re.compile(r"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?", re.ASCII)
 _SYMBOL_TEXT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-./:]*", re.ASCII)
 _TS_TEXT = re.compile(r"[1-9][0-9]*", re.ASCII)
+# UTC only, as dYdX writes it: 2024-08-17T17:50:25.837Z. No offsets, no local times.
+_ISO_TEXT = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?Z",
+    re.ASCII,
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 def parse_price(raw: object) -> Decimal:
@@ -112,3 +120,24 @@ def parse_venue_ts(raw: object, *, symbol: str | None = None) -> int:
     elif isinstance(raw, str) and len(raw) <= MAX_TS_DIGITS and _TS_TEXT.fullmatch(raw) is not None:
         return int(raw)
     raise PriceRejected("bad_ts", quote(raw), symbol=symbol)
+
+
+def parse_iso_ts(raw: object, *, symbol: str | None = None) -> int:
+    """Return a UTC ISO 8601 time (``2024-08-17T17:50:25.837Z``) as milliseconds, else raise."""
+    if raw is None:
+        raise PriceRejected("missing", "ts", symbol=symbol)
+    match = _ISO_TEXT.fullmatch(raw) if isinstance(raw, str) else None
+    if match is None:
+        raise PriceRejected("bad_ts", quote(raw), symbol=symbol)
+    year, month, day, hour, minute, second, fraction = match.groups()
+    try:
+        when = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC
+        )
+    except ValueError:
+        raise PriceRejected("bad_ts", quote(raw), symbol=symbol) from None
+    # Whole milliseconds: the digits past the third are below the resolution of venue_ts.
+    ms = (when - _EPOCH) // _MS + int((fraction or "0")[:3].ljust(3, "0"))
+    if not 0 < ms < 10**MAX_TS_DIGITS:
+        raise PriceRejected("bad_ts", quote(raw), symbol=symbol)
+    return ms

@@ -2,14 +2,15 @@
 
 A venue module owns one wire format and does no I/O: the connection task
 (``watcher.feeds.client``) asks it what to send and hands it every frame it
-receives. Adding a venue (Bybit, OKX, Hyperliquid, dYdX) means adding one
-module with a class that satisfies :class:`Venue` and registering it in
-``watcher.feeds.VENUES``; nothing downstream changes.
+receives. Adding a venue means adding one module with a class that
+satisfies :class:`Venue` and registering it in ``watcher.feeds.VENUES``;
+nothing downstream changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
@@ -18,7 +19,7 @@ import orjson
 
 from state.models import MarkPrice
 from watcher.feeds.errors import FrameError, PriceRejected
-from watcher.feeds.prices import parse_price, parse_symbol
+from watcher.feeds.prices import parse_price, parse_symbol, parse_venue_ts
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,9 @@ class ParseResult:
 
     ``reply`` is a frame to send back now (an application-level pong);
     ``ack`` tells that a control request (a subscribe) was acknowledged;
-    ``error`` is a venue's error reply, as text fit for a log field.
+    ``error`` is a venue's error reply, as text fit for a log field;
+    ``reconnect`` asks for the connection to be closed and reopened now (a
+    venue's notice of a coming restart: better a planned reconnect than a cut).
     A frame of a kind the feed did not ask for parses to an empty result.
     """
 
@@ -36,6 +39,7 @@ class ParseResult:
     reply: str | None = None
     ack: bool = False
     error: str | None = None
+    reconnect: bool = False
 
 
 IGNORED = ParseResult()
@@ -80,12 +84,28 @@ class Venue(Protocol):
         ...
 
 
+WallClock = Callable[[], int]
+
+
+def wall_ms() -> int:
+    """Return the wall clock in milliseconds: the venue_ts of a venue that stamps nothing."""
+    return time.time_ns() // 1_000_000
+
+
 def load_json(frame: str | bytes) -> object:
     """Decode one JSON frame or raise FrameError("not_json")."""
     try:
         return orjson.loads(frame)
     except orjson.JSONDecodeError as exc:
         raise FrameError("not_json", str(exc)) from None
+
+
+def frame_ts(msg: dict[str, object], key: str = "ts") -> int:
+    """Return a whole frame's millisecond timestamp or raise FrameError: no ts, no marks."""
+    try:
+        return parse_venue_ts(msg.get(key))
+    except PriceRejected as exc:
+        raise FrameError("bad_ts" if exc.reason == "bad_ts" else "missing", key) from None
 
 
 def dump_json(value: object) -> str:
