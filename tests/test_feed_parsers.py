@@ -156,9 +156,11 @@ def test_binance_urls_put_streams_in_the_path() -> None:
 
 
 def test_venue_registry() -> None:
-    assert set(VENUES) == {"orderly", "binance"}
+    assert set(VENUES) == {"orderly", "binance", "bybit", "okx", "hyperliquid", "dydx"}
+    assert all(make_venue(name).name == name for name in VENUES)
     assert make_venue("orderly").equal_ts_ok is True
     assert make_venue("binance").equal_ts_ok is False
+    assert make_venue("hyperliquid").equal_ts_ok is True  # stamped by our own clock
     with pytest.raises(KeyError, match="known"):
         make_venue("mtgox")
 

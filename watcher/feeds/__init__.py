@@ -10,7 +10,11 @@ from collections.abc import Callable
 
 from watcher.feeds.binance import BinanceVenue
 from watcher.feeds.book import MarkBook, SymbolStatus, Tick
+from watcher.feeds.bybit import BybitVenue
+from watcher.feeds.dydx import DydxVenue
 from watcher.feeds.errors import FeedError, FrameError, PriceRejected
+from watcher.feeds.hyperliquid import HyperliquidVenue
+from watcher.feeds.okx import OkxVenue
 from watcher.feeds.orderly import OrderlyVenue
 from watcher.feeds.spec import FeedSpec
 from watcher.feeds.venue import ParseResult, Venue
@@ -19,6 +23,10 @@ from watcher.feeds.venue import ParseResult, Venue
 VENUES: dict[str, Callable[[], Venue]] = {
     OrderlyVenue.name: OrderlyVenue,
     BinanceVenue.name: BinanceVenue,
+    BybitVenue.name: BybitVenue,
+    OkxVenue.name: OkxVenue,
+    HyperliquidVenue.name: HyperliquidVenue,
+    DydxVenue.name: DydxVenue,
 }
 
 
@@ -34,10 +42,14 @@ def make_venue(name: str) -> Venue:
 __all__ = [
     "VENUES",
     "BinanceVenue",
+    "BybitVenue",
+    "DydxVenue",
     "FeedError",
     "FeedSpec",
     "FrameError",
+    "HyperliquidVenue",
     "MarkBook",
+    "OkxVenue",
     "OrderlyVenue",
     "ParseResult",
     "PriceRejected",
