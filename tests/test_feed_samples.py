@@ -1,14 +1,16 @@
-"""Every recorded frame of Orderly and Binance parses to what it holds, or to a named refusal.
+"""Every recorded frame of every venue parses to what it holds, or to a named refusal.
 
-The table names every file of ``shared/samples/orderly`` and
-``shared/samples/binance``: a new sample without an entry fails the test, so
-nothing is skipped silently. Files that are not websocket mark-price frames
-(REST responses, private topics, client requests) are listed as ignored: the
-parser must return nothing for them, not misread a ``markPrice`` field.
+The tables name every file of ``shared/samples/<venue>``: a new sample
+without an entry fails the test, so nothing is skipped silently. Files that
+are not websocket mark-price frames (REST responses, private topics, client
+requests) are listed as ignored: the parser must return nothing for them,
+not misread a ``markPrice`` field. Deribit has no parser: its files are
+listed as unsupported, and no other venue's parser may find a mark in them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -16,18 +18,44 @@ from pathlib import Path
 import pytest
 
 from watcher.feeds.binance import BinanceVenue
+from watcher.feeds.bybit import BybitVenue
+from watcher.feeds.dydx import DydxVenue
 from watcher.feeds.errors import FrameError
+from watcher.feeds.hyperliquid import HyperliquidVenue
+from watcher.feeds.okx import OkxVenue
 from watcher.feeds.orderly import OrderlyVenue
 from watcher.feeds.venue import IGNORED, ParseResult, Venue
 
 # CI clones the repo next to a copy of shared/: resolve it from the repo root.
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 RECV_TS = 123.5
+# The wall clock of venues that stamp nothing (Hyperliquid, dYdX snapshots).
+WALL_MS = 1790132432000
 
 
 @dataclass(frozen=True)
 class Marks:
     marks: tuple[tuple[str, str, int], ...]
+    # A snapshot that is also the subscribe ack (dYdX ``subscribed``).
+    ack: bool = False
+
+
+@dataclass(frozen=True)
+class ManyMarks:
+    count: int
+    first: tuple[str, str, int]
+    ack: bool = False
+
+
+@dataclass(frozen=True)
+class Rejected:
+    rejects: tuple[tuple[str, str], ...]
+    why: str
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    why: str
 
 
 @dataclass(frozen=True)
@@ -56,7 +84,7 @@ class Refused:
     why: str
 
 
-Expected = Marks | Reply | Ack | VenueError | Ignored | Refused
+Expected = Marks | ManyMarks | Rejected | Reconnect | Reply | Ack | VenueError | Ignored | Refused
 
 REST = "a REST response, not a websocket frame"
 PRIVATE = "a topic the mark feed never subscribes to"
@@ -133,9 +161,109 @@ BINANCE: dict[str, Expected] = {
     "errors.doc.txt": Refused("not_json", "a table of frames, one per line"),
 }
 
+NO_SNAPSHOT = "a delta on a connection that has not had its symbol's snapshot"
+KEEPALIVE = "the reply to the client keepalive"
+BYBIT: dict[str, Expected] = {
+    "tickers_snapshot.doc.json": Marks((("BTCUSDT", "66666.60", 1760325052630),)),
+    "tickers_snapshot_BTCUSDT_2023.nautilus-doc.json": Marks(
+        (("BTCUSDT", "17217.33", 1673272861686),)
+    ),
+    "tickers_snapshot.live-ccxt-21451.json": Marks((("NKNUSDT", "0.13946", 1709202837189),)),
+    "tickers_snapshot_futures.doc.json": Marks((("BTC-26DEC25", "121144.63", 1760409119857),)),
+    # Both deltas carry no markPrice; after their snapshot they yield nothing (tested below).
+    "tickers_delta.ccxt-comment.json": Rejected((("no_snapshot", "AAVEUSDT"),), NO_SNAPSHOT),
+    "tickers_delta.live-ccxt-21451.json": Rejected((("no_snapshot", "NKNUSDT"),), NO_SNAPSHOT),
+    "subscribe_ack_linear.doc.json": Ack(),
+    "subscribe_error_linear.live-bybit-api-561.json": VenueError(
+        "error:handler not found,topic:dcp.future"
+    ),
+    "pong_linear.doc.json": Ignored(KEEPALIVE),
+    "ping_request.doc.json": Ignored(REQUEST),
+    "subscribe_request.doc.json": Ignored(REQUEST),
+    "unsubscribe_request.doc.json": Ignored(REQUEST),
+}
+
+OKX: dict[str, Expected] = {
+    "mark_price.doc.json": Marks((("LTC-USD-190628", "0.1", 1597026383085),)),
+    "mark_price_swap.thirdparty-live.json": Marks((("BTC-USDT-SWAP", "110562.0", 1762079224447),)),
+    "notice_64008.doc.json": Reconnect("a service restart within 60 s"),
+    "pong.txt": Ignored(KEEPALIVE),
+    "ping.txt": Refused("not_json", "a frame only the client sends, and not JSON"),
+    "subscribe_ack.doc.json": Ack(),
+    "subscribe_error.doc.json": VenueError(
+        '60012: Invalid request: {"op": "subscribe", "argss":[{ "channel" : "mark-price",'
+        ' "instId" : "LTC-USD-190628"}]}'
+    ),
+    "subscribe_request.doc.json": Ignored(REQUEST),
+}
+
+HYPERLIQUID: dict[str, Expected] = {
+    "activeAssetCtx.thirdparty-live-2026-09.json": Marks((("BTC", "84148.0", WALL_MS),)),
+    "subscription_response.doc.json": Ack(),
+    "error_already_subscribed.thirdparty-live.json": VenueError(
+        'Already subscribed: {"type":"l2Book","coin":"SOL","nSigFigs":null,"mantissa":null,'
+        '"fast":false}'
+    ),
+    "greeting.python-sdk-source.txt": Ignored("the text the server sends on connect"),
+    "pong.doc.json": Ignored(KEEPALIVE),
+    "allMids.nautilus.json": Ignored("mid, not mark, prices"),
+    "allDexsAssetCtxs.nautilus-live.json": Ignored("a channel the feed never subscribes to"),
+    "ping.doc.json": Ignored(REQUEST),
+    "subscribe_request.doc.json": Ignored(REQUEST),
+}
+
+NO_PRICE = "a trading delta: market parameters, no oracle price"
+DYDX: dict[str, Expected] = {
+    "v4_markets_subscribed.doc.json": Marks(
+        (("BTC-USD", "27752.92", WALL_MS), ("ETH-USD", "1808.2", WALL_MS)), ack=True
+    ),
+    "v4_markets_subscribed.nautilus-live.json": ManyMarks(
+        98, ("AAVE-USD", "110.98719743", WALL_MS), ack=True
+    ),
+    "v4_markets_oracle_prices_FTM.nautilus-live.json": Marks(
+        (("FTM-USD", "0.3866273177", 1723917025837),)
+    ),
+    "v4_markets_oracle_prices_JASMY.nautilus-live.json": Marks(
+        (("JASMY-USD", "0.02069413882", 1723915476330),)
+    ),
+    "v4_markets_channel_data_trading.doc.json": Ignored(NO_PRICE),
+    "v4_markets_trading_full.nautilus-live.json": Ignored(NO_PRICE),
+    "v4_markets_trading_partial.nautilus-live.json": Ignored(NO_PRICE),
+    "error_internal.nautilus-live.json": VenueError(
+        "Internal error, could not fetch data for subscription: v4_orderbook."
+    ),
+    "connected.doc.json": Ignored("the greeting on connect"),
+    "connected.nautilus-live.json": Ignored("the greeting on connect"),
+    "unsubscribed.nautilus-live.json": Ignored("a channel the feed never subscribes to"),
+    "ping_request.v4-chain-source.txt": Ignored(REQUEST),
+    "subscribe_request.constructed.json": Ignored(REQUEST),
+    "unsubscribe_request.doc.json": Ignored(REQUEST),
+}
+
 VENUES: dict[str, tuple[Venue, dict[str, Expected]]] = {
     "orderly": (OrderlyVenue(), ORDERLY),
     "binance": (BinanceVenue(), BINANCE),
+    "bybit": (BybitVenue(), BYBIT),
+    "okx": (OkxVenue(), OKX),
+    "hyperliquid": (HyperliquidVenue(clock_ms=lambda: WALL_MS), HYPERLIQUID),
+    "dydx": (DydxVenue(clock_ms=lambda: WALL_MS), DYDX),
+}
+
+# No Deribit parser: every file is named here so that a new one is noticed.
+UNSUPPORTED = "Deribit is not a configured venue"
+DERIBIT = {
+    "ticker_BTC-PERPETUAL_100ms.nautilus-live.json": UNSUPPORTED,
+    "incremental_ticker_snapshot_data.doc.json": UNSUPPORTED,
+    "notification_price_index.doc.json": UNSUPPORTED,
+    "subscribe_response.doc.json": UNSUPPORTED,
+    "subscribe_response_testnet.nautilus.json": UNSUPPORTED,
+    "set_heartbeat_response.doc.json": UNSUPPORTED,
+    "public_test_response.doc.json": UNSUPPORTED,
+    "error_too_many_requests.nautilus.json": UNSUPPORTED,
+    "heartbeat_test_request.nautilus.json": UNSUPPORTED,
+    "subscribe_request.doc.json": REQUEST,
+    "set_heartbeat_request.doc.json": REQUEST,
+    "public_test_request.doc.json": REQUEST,
 }
 
 
@@ -146,26 +274,51 @@ def sample_dir(venue: str) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("venue", sorted(VENUES))
+TABLES: dict[str, Mapping[str, object]] = {name: table for name, (_, table) in VENUES.items()} | {
+    "deribit": DERIBIT
+}
+
+
+@pytest.mark.parametrize("venue", sorted(TABLES))
 def test_every_sample_file_has_an_expectation(venue: str) -> None:
     on_disk = {p.name for p in sample_dir(venue).iterdir() if p.is_file()}
-    assert on_disk == set(VENUES[venue][1]), "add new samples to the table"
+    assert on_disk == set(TABLES[venue]), "add new samples to the table"
+
+
+def read_frame(path: Path) -> bytes:
+    """Return a recorded frame; a ``.txt`` file holds one text frame plus a final newline."""
+    raw = path.read_bytes()
+    return raw.removesuffix(b"\n") if path.suffix == ".txt" else raw
 
 
 def check(venue: Venue, frame: bytes, expected: Expected) -> None:
+    # The venues are shared by all cases: each frame is the first of a connection.
+    venue.reset()
     if isinstance(expected, Refused):
         with pytest.raises(FrameError) as caught:
             venue.parse(frame, RECV_TS)
         assert caught.value.reason == expected.reason
         return
     result = venue.parse(frame, RECV_TS)
+    if isinstance(expected, Rejected):
+        assert [(r.reason, r.symbol) for r in result.rejects] == list(expected.rejects)
+        assert result == ParseResult(rejects=result.rejects)
+        return
     assert result.rejects == ()
     if isinstance(expected, Marks):
         got = [(m.symbol, m.price, m.venue_ts, m.recv_ts) for m in result.marks]
         assert got == [(s, Decimal(p), ts, RECV_TS) for s, p, ts in expected.marks]
         # Exact digits, not just equal values: 2300.0 stays 2300.0.
         assert [str(m.price) for m in result.marks] == [p for _, p, _ in expected.marks]
-        assert (result.reply, result.ack, result.error) == (None, False, None)
+        assert result == ParseResult(marks=result.marks, ack=expected.ack)
+    elif isinstance(expected, ManyMarks):
+        assert len(result.marks) == expected.count
+        first = result.marks[0]
+        assert (first.symbol, str(first.price), first.venue_ts) == expected.first
+        assert len({m.symbol for m in result.marks}) == expected.count
+        assert result == ParseResult(marks=result.marks, ack=expected.ack)
+    elif isinstance(expected, Reconnect):
+        assert result == ParseResult(reconnect=True)
     elif isinstance(expected, Reply):
         assert result == ParseResult(reply=expected.text)
     elif isinstance(expected, Ack):
@@ -186,7 +339,28 @@ CASES = [
 @pytest.mark.parametrize(("venue_name", "name"), CASES)
 def test_sample_frame(venue_name: str, name: str) -> None:
     venue, table = VENUES[venue_name]
-    check(venue, (sample_dir(venue_name) / name).read_bytes(), table[name])
+    check(venue, read_frame(sample_dir(venue_name) / name), table[name])
+
+
+@pytest.mark.parametrize("name", sorted(DERIBIT))
+def test_no_parser_finds_a_mark_in_another_venues_frames(name: str) -> None:
+    frame = read_frame(sample_dir("deribit") / name)
+    for venue, _ in VENUES.values():
+        venue.reset()
+        result = venue.parse(frame, RECV_TS)
+        # Binance reads any ``{"id", "result"}`` as its ack: harmless, as long as no mark.
+        assert (result.marks, result.rejects, result.reconnect) == ((), (), False)
+
+
+def test_bybit_recorded_delta_after_its_snapshot_keeps_the_mark() -> None:
+    # Both frames come from the same capture: the delta moves the book, not the mark.
+    venue = BybitVenue()
+    folder = sample_dir("bybit")
+    snapshot = venue.parse(read_frame(folder / "tickers_snapshot.live-ccxt-21451.json"), RECV_TS)
+    assert [m.symbol for m in snapshot.marks] == ["NKNUSDT"]
+    assert venue.parse(read_frame(folder / "tickers_delta.live-ccxt-21451.json"), RECV_TS) == (
+        IGNORED
+    )
 
 
 def test_binance_error_table_line_by_line() -> None:
