@@ -30,7 +30,7 @@ def wall_ms() -> int:
 class SimClient:
     """One connected client and what it asked for."""
 
-    __slots__ = ("path", "streams", "topics", "unanswered_pings", "ws")
+    __slots__ = ("message_id", "path", "sent", "streams", "topics", "unanswered_pings", "ws")
 
     def __init__(self, ws: ServerConnection, path: str) -> None:
         self.ws = ws
@@ -38,6 +38,10 @@ class SimClient:
         self.topics: set[str] = set()
         self.streams: list[str] = []
         self.unanswered_pings = 0
+        # What venues that send deltas last told this client, per symbol.
+        self.sent: dict[str, Decimal] = {}
+        # Frames numbered so far, for venues that number them (dYdX).
+        self.message_id = 0
 
 
 class SimServer:
@@ -58,6 +62,7 @@ class SimServer:
         jump_probability: float = 0.02,
         clock_ms: Callable[[], int] = wall_ms,
         ws_ping_interval: float | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         self.prices: dict[str, Decimal] = dict(prices)
         self.interval = interval
@@ -68,11 +73,17 @@ class SimServer:
         )
         self.clock_ms = clock_ms
         self.ws_ping_interval = ws_ping_interval
+        # Close a client that sent nothing for this long (OKX: 30 s, Hyperliquid: 60 s).
+        self.idle_timeout = idle_timeout
         self.clients: list[SimClient] = []
-        # Counters for tests: connections accepted, control messages received, frames pushed.
+        # Counters for tests: connections accepted, control messages received,
+        # application-level client pings, frames pushed, clients closed as idle.
         self.connections = 0
         self.subscribe_messages = 0
+        self.client_pings = 0
         self.pushes = 0
+        self.idle_closes = 0
+        self._last_event_ms = 0
         # While set, accept the websocket handshake and close at once.
         self.drop_on_accept = False
         self.paused = False
@@ -121,6 +132,11 @@ class SimServer:
     def base_url(self) -> str:
         """Return ``ws://127.0.0.1:<port>``."""
         return f"ws://127.0.0.1:{self.port}"
+
+    def event_ms(self) -> int:
+        """Return the time of a frame sent now: wall milliseconds, strictly increasing."""
+        self._last_event_ms = max(self.clock_ms(), self._last_event_ms + 1)
+        return self._last_event_ms
 
     def set_price(self, symbol: str, price: Decimal) -> None:
         """Set the mark that the next push sends for ``symbol``."""
@@ -184,11 +200,21 @@ class SimServer:
         path = ws.request.path if ws.request is not None else "/"
         client = SimClient(ws, path)
         self.on_connect(client)
+        # Greeted before it is listed: no push can overtake the greeting.
+        for frame in self.greeting(client):
+            await self._send(client, frame)
         self.clients.append(client)
         self.connections += 1
         await self._notify()
         try:
-            async for message in ws:
+            while True:
+                try:
+                    async with asyncio.timeout(self.idle_timeout):
+                        message = await ws.recv()
+                except TimeoutError:
+                    self.idle_closes += 1
+                    await ws.close(1000, "idle timeout")
+                    break
                 await self.on_message(client, message)
                 await self._notify()
         except ConnectionClosed:
@@ -199,6 +225,10 @@ class SimServer:
 
     def on_connect(self, client: SimClient) -> None:
         """Read what the request path asks for (Binance puts streams there)."""
+
+    def greeting(self, client: SimClient) -> list[str]:
+        """Return the frames a venue sends as soon as a client connects (Hyperliquid, dYdX)."""
+        return []
 
     async def on_message(self, client: SimClient, message: str | bytes) -> None:
         """Answer one client message."""

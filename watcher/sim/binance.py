@@ -47,17 +47,11 @@ class BinanceMarkServer(SimServer):
             clock_ms=clock_ms,
             ws_ping_interval=ws_ping_interval,
         )
-        self._last_event_ms = 0
 
     @property
     def url(self) -> str:
         """Return the base URL; :class:`~watcher.feeds.binance.BinanceVenue` adds the path."""
         return self.base_url
-
-    def event_ms(self) -> int:
-        """Return the event time of a push: wall milliseconds, strictly increasing."""
-        self._last_event_ms = max(self.clock_ms(), self._last_event_ms + 1)
-        return self._last_event_ms
 
     def on_connect(self, client: SimClient) -> None:
         """Take the streams from the path; none if it is not under ``/market/``."""

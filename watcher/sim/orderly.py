@@ -52,8 +52,6 @@ class OrderlyMarkServer(SimServer):
         # ts of every ping sent and every pong received, in order.
         self.pings: list[int] = []
         self.pongs: list[int | None] = []
-        # Application-level pings received from clients (a client keepalive).
-        self.client_pings = 0
 
     @property
     def url(self) -> str:
