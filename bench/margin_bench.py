@@ -87,8 +87,10 @@ def main() -> None:
             qty = (D(round(10 ** rng.uniform(2, 5.5), 2)) / mark).quantize(D("0.0001"))
             qty = (qty or D("0.0001")) * rng.choice((1, -1))
             legs.append(Position("A", sym, MarginMode.CROSS, qty, mark))
-        notional = sum(abs(leg.qty) * mark for leg in legs)
-        balance = (notional * D(str(round(rng.uniform(0.02, 0.5), 4)))).quantize(D("0.01"))
+        notional = sum(abs(leg.qty) * marks[leg.symbol] for leg in legs)
+        deficit = margin.evaluate_cross(D(0), legs, models, marks).health
+        cushion = notional * D(str(round(rng.uniform(0.02, 0.5), 4)))
+        balance = (cushion - deficit).quantize(D("0.01"))
         accounts.append((balance, legs, models, marks))
     bands_s = _timed(margin.trigger_bands, accounts)
     eval_s = _timed(margin.evaluate_cross, accounts)
