@@ -173,25 +173,98 @@ json_values = st.recursive(
     | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )  # fmt: skip
-shaped = st.fixed_dictionaries(
-    {
-        "topic": st.sampled_from(["markprices", "PERP_ETH_USDC@markprice", "x"]),
-        "ts": json_values,
-        "data": json_values,
-    }
-) | st.fixed_dictionaries(
-    {"e": st.just("markPriceUpdate"), "E": json_values, "s": json_values, "p": json_values}
+# Fields a parser reads, filled with anything, something nearly right, or the
+# right thing: the shapes that reach the deep branches, marks included.
+plausible = st.sampled_from(
+    ["1.5", "", "NaN", str(TS), TS, 2300.1, None, "2026-02-30T00:00:00Z"]
+)  # fmt: skip
+field = plausible | json_values
+GOOD = {
+    "symbol": "BTCUSDT",
+    "markPrice": "2300.1",
+    "instId": "BTC-USDT-SWAP",
+    "markPx": "2300.1",
+    "ts": str(TS),
+    "coin": "BTC",
+    "oraclePrice": "0.0123",
+    "effectiveAt": "2026-09-23T03:00:30.5Z",
+}
+item = st.fixed_dictionaries(
+    {key: st.just(good) | field for key, good in GOOD.items()}
+    | {"ctx": st.just({"markPx": "1.5"}) | json_values}
 )
+prices = st.dictionaries(
+    st.sampled_from(["BTC-USD", "ETH-USD", "x y", ""]), item | json_values, max_size=3
+)
+shaped = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "topic": st.sampled_from(["markprices", "PERP_ETH_USDC@markprice", "x"]),
+            "ts": json_values,
+            "data": json_values,
+        }
+    ),
+    st.fixed_dictionaries(
+        {"e": st.just("markPriceUpdate"), "E": json_values, "s": json_values, "p": json_values}
+    ),
+    st.fixed_dictionaries(
+        {
+            "topic": st.sampled_from(["tickers.BTCUSDT", "tickers.", "tickers.a b"]),
+            "type": st.sampled_from(["snapshot", "delta"]) | json_values,
+            "data": item | json_values,
+            "ts": st.just(TS) | field,
+        }
+    ),
+    st.fixed_dictionaries({"op": json_values, "success": json_values, "ret_msg": json_values}),
+    st.fixed_dictionaries(
+        {
+            "arg": st.fixed_dictionaries(
+                {"channel": st.just("mark-price"), "instId": st.just("BTC-USDT-SWAP") | field}
+            ),
+            "data": st.lists(item, min_size=1, max_size=3) | json_values,
+        }
+    ),
+    st.fixed_dictionaries(
+        {"event": st.just("notice") | json_values, "code": st.just("64008") | json_values}
+    ),
+    st.fixed_dictionaries(
+        {
+            "channel": st.sampled_from(["activeAssetCtx", "error", "subscriptionResponse"]),
+            "data": st.fixed_dictionaries(
+                {"coin": st.just("BTC") | field, "ctx": item | json_values}
+            )
+            | json_values,
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["subscribed", "channel_data", "error"]),
+            "channel": st.just("v4_markets"),
+            "contents": st.fixed_dictionaries(
+                {}, optional={"markets": prices | json_values, "oraclePrices": prices | json_values}
+            )
+            | json_values,
+        }
+    ),
+)
+texts = st.sampled_from(["ping", "pong", "Websocket connection established.", ""]).map(str.encode)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.one_of(st.binary(max_size=200), json_values.map(orjson.dumps), shaped.map(orjson.dumps)))
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=200), texts, json_values.map(orjson.dumps), shaped.map(orjson.dumps)
+    )
+)
 def test_fuzz_only_frame_error_escapes(frame: bytes) -> None:
-    for venue in (OrderlyVenue(), BinanceVenue()):
-        try:
-            result = venue.parse(frame, 0.0)
-        except FrameError:
-            continue
-        for mark in result.marks:
-            assert mark.price > 0
-            assert mark.venue_ts > 0
+    for name in VENUES:
+        venue = make_venue(name)
+        # Twice: the second parse sees the state the first one left (a Bybit snapshot).
+        for _ in range(2):
+            try:
+                result = venue.parse(frame, 0.0)
+            except FrameError:
+                continue
+            for mark in result.marks:
+                assert mark.price > 0
+                assert mark.venue_ts > 0
