@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from watcher.feeds.errors import PriceRejected
-from watcher.feeds.prices import parse_price, parse_symbol, parse_venue_ts
+from watcher.feeds.prices import parse_iso_ts, parse_price, parse_symbol, parse_venue_ts
 
 INVALID: list[tuple[object, str]] = [
     # NaN and infinities, as text and as floats
@@ -155,3 +155,28 @@ def test_bad_venue_ts_is_rejected(raw: object, reason: str) -> None:
     with pytest.raises(PriceRejected) as caught:
         parse_venue_ts(raw)
     assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "ms"),
+    [("2024-08-17T17:50:25.837Z", 1723917025837), ("2024-08-17T17:50:25Z", 1723917025000),
+     ("2024-08-17T17:50:25.8Z", 1723917025800), ("2024-08-17T17:50:25.837999Z", 1723917025837),
+     ("1970-01-01T00:00:00.001Z", 1)],
+)  # fmt: skip
+def test_iso_ts_is_utc_milliseconds(raw: str, ms: int) -> None:
+    assert parse_iso_ts(raw) == ms
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [(None, "missing"), ("", "bad_ts"), (1723917025837, "bad_ts"),
+     ("2024-08-17 17:50:25Z", "bad_ts"), ("2024-08-17T17:50:25.837", "bad_ts"),
+     ("2024-08-17T17:50:25.837+02:00", "bad_ts"),
+     ("2024-02-30T00:00:00Z", "bad_ts"), ("2024-08-17T24:00:00Z", "bad_ts"),
+     ("1970-01-01T00:00:00Z", "bad_ts"), ("\u0662024-08-17T17:50:25Z", "bad_ts"),
+     ("2024-08-17T17:50:25.Z", "bad_ts"), ("2024-08-17T17:50:25.8370000000Z", "bad_ts")],
+)  # fmt: skip
+def test_bad_iso_ts_is_rejected(raw: object, reason: str) -> None:
+    with pytest.raises(PriceRejected) as caught:
+        parse_iso_ts(raw, symbol="FTM-USD")
+    assert (caught.value.reason, caught.value.symbol) == (reason, "FTM-USD")
