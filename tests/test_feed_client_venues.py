@@ -78,8 +78,8 @@ CASES = {
 
 def spec_for(server: SimServer, case: Case, venue: str) -> FeedSpec:
     btc, eth = case.symbols
-    url = getattr(server, "url")  # noqa: B009 - every sim has one; SimServer does not declare it
-    return FeedSpec(venue, url, case.symbols, stale_after=5.0, symbol_map={btc: BTC, eth: ETH})
+    symbol_map = {btc: BTC, eth: ETH}
+    return FeedSpec(venue, server.url, case.symbols, stale_after=5.0, symbol_map=symbol_map)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -133,6 +133,11 @@ class SimServer:
         """Return ``ws://127.0.0.1:<port>``."""
         return f"ws://127.0.0.1:{self.port}"
 
+    @property
+    def url(self) -> str:
+        """Return the URL a feed connects to; venues override it with their path."""
+        return self.base_url
+
     def event_ms(self) -> int:
         """Return the time of a frame sent now: wall milliseconds, strictly increasing."""
         self._last_event_ms = max(self.clock_ms(), self._last_event_ms + 1)
