@@ -106,12 +106,17 @@ class DydxMarkServer(SimServer):
         """Return one oracle-price delta of the markets that moved, or nothing."""
         if CHANNEL not in client.topics:
             return []
+        moved = [
+            (market_id, ticker, price)
+            for market_id, (ticker, price) in enumerate(sorted(self.prices.items()))
+            if ticker not in self.silent and client.sent.get(ticker) != price
+        ]
+        if not moved:
+            return []
         self.height += 1
         effective_at = _iso(self.event_ms())
         changed: dict[str, object] = {}
-        for market_id, (ticker, price) in enumerate(sorted(self.prices.items())):
-            if ticker in self.silent or client.sent.get(ticker) == price:
-                continue
+        for market_id, ticker, price in moved:
             client.sent[ticker] = price
             changed[ticker] = {
                 "effectiveAt": effective_at,
@@ -119,8 +124,6 @@ class DydxMarkServer(SimServer):
                 "marketId": market_id,
                 "oraclePrice": str(price),
             }
-        if not changed:
-            return []
         fields = {
             "type": "channel_data",
             "channel": CHANNEL,
