@@ -32,7 +32,7 @@ maintenance = { model = "brackets", brackets = [["0", "0.01"], ["50000", "0.02"]
 
 def settings_for(
     redis_url: str, feed_url: str, symbols: list[str], *, markets: str = DEFAULT_MARKETS,
-    stale_after: float = 30.0, extra: str = "", instance: str = "test",
+    stale_after: float = 30.0, extra: str = "", instance: str = "test", jump_band: float = 0,
 ) -> Settings:  # fmt: skip
     text = f"""
 [redis]
@@ -43,6 +43,7 @@ venue = "orderly"
 url = "{feed_url}"
 symbols = {orjson.dumps(symbols).decode()}
 stale_after = {stale_after}
+jump_band = {jump_band}
 [daemon]
 instance = "{instance}"
 heartbeat_interval = 0.2
@@ -60,8 +61,9 @@ class Harness:
 
     def __init__(
         self, redis_url: str, prices: Mapping[str, str], *, stale_after: float = 30.0,
-        markets: str = DEFAULT_MARKETS, extra: str = "",
+        markets: str = DEFAULT_MARKETS, extra: str = "", jump_band: float = 0,
     ) -> None:  # fmt: skip
+        self.jump_band = jump_band
         self.redis_url = redis_url
         self._ts = itertools.count(1_700_000_000_000, 1000)
         self.last_ts = 0
@@ -89,6 +91,7 @@ class Harness:
         return settings_for(
             self.redis_url, self.server.url, self.symbols, markets=self.markets,
             stale_after=self.stale_after, extra=self.extra, instance=instance,
+            jump_band=self.jump_band,
         )  # fmt: skip
 
     async def __aenter__(self) -> Harness:

@@ -247,3 +247,40 @@ async def test_restart_and_two_instances_emit_every_decision_once(redis_server, 
         assert len(got) == len(set(got))
         assert set(got) == model.liquidated
         assert len(got) > 10
+
+
+async def held(book) -> None:
+    async with asyncio.timeout(5):
+        while book.held(ETH) is None:
+            await asyncio.sleep(0.005)
+
+
+async def test_jump_guard_holds_a_spike_and_acts_on_a_confirmed_move(redis_server, redis_client):
+    async with Harness(redis_server.url, {ETH: "3000"}, jump_band=0.1) as h:
+        await h.start()
+        await h.tick({ETH: "3000"})
+        await h.send({"type": "position", "account": "J", "symbol": ETH,
+                      "margin_mode": "ISOLATED", "qty": "1", "entry_price": "3000",
+                      "margin": "300"})  # fmt: skip
+        await h.drained()
+        book = h.daemon.book
+        with capture_logs() as logs:
+            # A one-tick spike down to 2,000 (-33%) and straight back: held, never acted on.
+            h.server.set_price(ETH, D(2000))
+            h.last_ts += 1000
+            await h.server.push()
+            await held(book)
+            await h.tick({ETH: "3001"})
+            assert await h.events() == []
+            assert book.rejected["jump_held"] == 1
+            assert book.rejected["jump_unconfirmed"] == 1
+            # A real move: 2,000 twice in a row. The second confirms it.
+            h.server.set_price(ETH, D(2000))
+            h.last_ts += 1000
+            await h.server.push()
+            await held(book)
+            assert await h.events() == []
+            await h.tick({ETH: "2001"})
+        (event,) = await h.events()
+        assert D(event["mark_price"]) == 2001
+        assert [e["event"] for e in logs].count("price.jump_held") == 2

@@ -27,6 +27,9 @@ from watcher.feeds import VENUES
 from watcher.feeds.spec import FeedSpec
 
 REDIS_URL_ENV = "LIQWATCH_REDIS_URL"
+# A mark more than 25% away from the last accepted one waits for the next
+# tick to confirm it; 0 in the config turns the guard off.
+DEFAULT_JUMP_BAND = 0.25
 
 
 class ConfigError(LiqwatchError):
@@ -243,11 +246,17 @@ def _feeds(raw: Any, markets: Mapping[str, Market]) -> tuple[FeedSpec, ...]:
         if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
             raise ConfigError(f"{path}.symbols: must be a list of strings")
         stale_after = _positive(spec, "stale_after", path, float) if "stale_after" in spec else 5.0
+        jump_band = spec.get("jump_band", DEFAULT_JUMP_BAND)
+        if isinstance(jump_band, bool) or not isinstance(jump_band, int | float):
+            raise ConfigError(f"{path}.jump_band: must be a fraction, got {jump_band!r}")
         symbol_map = spec.get("symbol_map", {})
         if not isinstance(symbol_map, dict):
             raise ConfigError(f"{path}.symbol_map: must be a table of venue symbol = symbol")
         try:
-            feed = FeedSpec(venue, url, tuple(symbols), stale_after, dict(symbol_map))
+            feed = FeedSpec(
+                venue, url, tuple(symbols), stale_after, dict(symbol_map),
+                jump_band=float(jump_band) or None,
+            )  # fmt: skip
         except ValueError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         for symbol in feed.position_symbols:

@@ -38,10 +38,13 @@ class Tick:
 
 
 class _Slot:
-    __slots__ = ("high", "low", "mark", "reported", "stale_after")
+    __slots__ = ("held", "high", "jump_band", "low", "mark", "reported", "stale_after")
 
-    def __init__(self, stale_after: float) -> None:
+    def __init__(self, stale_after: float, jump_band: Decimal | None = None) -> None:
         self.stale_after = stale_after
+        self.jump_band = jump_band
+        # A mark that jumped beyond the band, waiting for the next to confirm it.
+        self.held: MarkPrice | None = None
         self.mark: MarkPrice | None = None
         self.low = Decimal(0)
         self.high = Decimal(0)
@@ -61,26 +64,36 @@ class MarkBook:
     :attr:`rejected` and change nothing else.
     """
 
-    def __init__(self, stale_after: Mapping[str, float]) -> None:
+    def __init__(
+        self, stale_after: Mapping[str, float], jump_band: Mapping[str, float] | None = None
+    ) -> None:
         for symbol, seconds in stale_after.items():
             if not seconds > 0:
                 raise ValueError(f"stale_after of {symbol} must be > 0, got {seconds}")
-        self._slots = {symbol: _Slot(seconds) for symbol, seconds in stale_after.items()}
+        bands = jump_band or {}
+        self._slots = {
+            symbol: _Slot(seconds, Decimal(str(bands[symbol])) if bands.get(symbol) else None)
+            for symbol, seconds in stale_after.items()
+        }
         self._dirty: set[str] = set()
         self._changed = asyncio.Event()
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
+        self.jumps_confirmed = 0
 
     @classmethod
     def from_feeds(cls, feeds: Iterable[FeedSpec]) -> MarkBook:
         """Build a book for every symbol the feeds deliver; the strictest stale_after wins."""
         stale_after: dict[str, float] = {}
+        jump_band: dict[str, float] = {}
         for feed in feeds:
             for symbol in feed.position_symbols:
                 stale_after[symbol] = min(
                     stale_after.get(symbol, feed.stale_after), feed.stale_after
                 )
-        return cls(stale_after)
+                if feed.jump_band:
+                    jump_band[symbol] = min(jump_band.get(symbol, feed.jump_band), feed.jump_band)
+        return cls(stale_after, jump_band)
 
     @property
     def symbols(self) -> frozenset[str]:
@@ -107,6 +120,9 @@ class MarkBook:
             self.rejected[reason] += 1
             return False
         slot = self._slots[mark.symbol]
+        band, last = slot.jump_band, slot.mark
+        if band is not None and last is not None and not self._confirmed(slot, last, band, mark):
+            return False
         slot.mark = mark
         price = mark.price
         if mark.symbol in self._dirty:
@@ -120,6 +136,32 @@ class MarkBook:
             self._changed.set()
         self.accepted += 1
         return True
+
+    def _confirmed(self, slot: _Slot, last: MarkPrice, band: Decimal, mark: MarkPrice) -> bool:
+        """Apply the jump guard: hold a mark that jumped beyond the band until one confirms it.
+
+        A mark within the band of the last accepted one passes (and drops a
+        held spike, which nothing confirmed). One beyond it is held; the next
+        mark, from this feed or another one of the symbol, confirms it by
+        landing within the band of the held price.
+        """
+        if _within(mark.price, last.price, band):
+            if slot.held is not None:
+                self.rejected["jump_unconfirmed"] += 1
+                slot.held = None
+            return True
+        held, slot.held = slot.held, None
+        if held is not None and _within(mark.price, held.price, band):
+            self.jumps_confirmed += 1
+            return True
+        slot.held = mark
+        self.rejected["jump_held"] += 1
+        return False
+
+    def held(self, symbol: str) -> MarkPrice | None:
+        """Return the mark of ``symbol`` held by the jump guard, if any."""
+        slot = self._slots.get(symbol)
+        return slot.held if slot is not None else None
 
     def note_rejects(self, rejects: Iterable[PriceRejected]) -> None:
         """Count marks a parser refused, so every refusal shows in :attr:`rejected`."""
@@ -183,3 +225,7 @@ class MarkBook:
             if slot.mark is not None and slot.reported is SymbolStatus.LIVE
         ]
         return min(deadlines, default=None)
+
+
+def _within(price: Decimal, reference: Decimal, band: Decimal) -> bool:
+    return abs(price - reference) <= reference * band

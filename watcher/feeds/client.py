@@ -297,6 +297,13 @@ class _Session:
                 mark = MarkPrice(symbol, mark.price, mark.venue_ts, mark.recv_ts)
             if self.book.offer(mark, equal_ts_ok=self.equal_ts_ok):
                 self.stats.marks += 1
+            elif self.book.held(mark.symbol) is mark:
+                # Rare by nature, and an operator wants each one: not bursted.
+                last = self.book.latest(mark.symbol)
+                self.log.warning(
+                    "price.jump_held", symbol=mark.symbol, price=str(mark.price),
+                    last=None if last is None else str(last.price),
+                )  # fmt: skip
             else:
                 refusal = self.book.refusal(mark, equal_ts_ok=self.equal_ts_ok)
                 self.price_log.note(refusal or "unknown", mark.symbol)

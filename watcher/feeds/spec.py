@@ -25,6 +25,9 @@ class FeedSpec:
     stale_after: float
     symbol_map: Mapping[str, str] = field(default_factory=dict)
     silence_timeout: float | None = None
+    # A mark moving more than this fraction from the last accepted one is
+    # held until the next mark confirms it (None: no guard).
+    jump_band: float | None = None
     # venue symbol -> position symbol, for every subscribed symbol: one dict
     # lookup per mark on the hot path.
     routes: Mapping[str, str] = field(init=False, repr=False, compare=False)
@@ -34,6 +37,8 @@ class FeedSpec:
             raise ValueError(f"feed {self.venue!r} has no symbols")
         if not self.stale_after > 0:
             raise ValueError(f"stale_after must be > 0, got {self.stale_after}")
+        if self.jump_band is not None and not 0 < self.jump_band < 1:
+            raise ValueError(f"jump_band must be in (0, 1), got {self.jump_band}")
         if self.silence_timeout is not None and not self.silence_timeout > 0:
             raise ValueError(f"silence_timeout must be > 0, got {self.silence_timeout}")
         unknown = set(self.symbol_map) - set(self.symbols)
