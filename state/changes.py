@@ -30,7 +30,7 @@ class ChangeSet:
         return slot
 
     def _add(self, op: str, *args: Any) -> ChangeSet:
-        self._spec.setdefault(op, []).append(list(args))
+        self._spec.setdefault("ops", []).append([op, *args])
         return self
 
     def expect_version(self, version: int) -> ChangeSet:
@@ -39,8 +39,13 @@ class ChangeSet:
         return self
 
     def seq(self, seq: int) -> ChangeSet:
-        """Commit only if ``seq`` is newer than the account's; store it."""
+        """Commit only if ``seq`` is newer than the account's (else acknowledge: DUP)."""
         self._spec["seq"] = str(seq)
+        return self
+
+    def set_seq(self, seq: int) -> ChangeSet:
+        """Store ``seq`` as the account's last applied seq."""
+        self._spec["set_seq"] = str(seq)
         return self
 
     def lease(self, key: str, owner: str) -> ChangeSet:
@@ -61,14 +66,14 @@ class ChangeSet:
         self._spec["xadd"] = [self._k(key), flat]
         return self
 
-    def ack(self, key: str, group: str, entry_id: str) -> ChangeSet:
-        """Acknowledge an input entry in the same step."""
-        self._spec["ack"] = [self._k(key), group, entry_id]
+    def ack(self, key: str, group: str, *entry_ids: str) -> ChangeSet:
+        """Acknowledge input entries in the same step."""
+        self._spec["ack"] = [self._k(key), group, list(entry_ids)]
         return self
 
-    def bump(self) -> ChangeSet:
-        """Increment the account version."""
-        self._spec["bump"] = True
+    def bump(self, by: int = 1) -> ChangeSet:
+        """Add ``by`` to the account version."""
+        self._spec["bump"] = by
         return self
 
     def hset(self, key: str, field: str, value: str) -> ChangeSet:
@@ -86,6 +91,18 @@ class ChangeSet:
     def zrem(self, key: str, member: str) -> ChangeSet:
         """Remove a sorted-set member."""
         return self._add("zrem", self._k(key), member)
+
+    def absorb(self, other: ChangeSet) -> ChangeSet:
+        """Append ``other``'s writes after this one's (guards and acks are not taken)."""
+        for op in other._spec.get("ops", []):
+            name, slot, *args = op
+            self._add(name, self._k(other._keys[slot - 1]), *args)
+        return self
+
+    @property
+    def has_writes(self) -> bool:
+        """Whether any write has been added."""
+        return bool(self._spec.get("ops"))
 
     @property
     def keys(self) -> list[str]:

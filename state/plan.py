@@ -8,7 +8,7 @@ account is still at that version. The caller does the I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
@@ -101,12 +101,64 @@ def index_cross(
 # --- input -----------------------------------------------------------------------
 
 
-def plan_input(
-    rules: Rules, state: AccountState, msg: InputMessage, marks: Mapping[str, Decimal]
-) -> tuple[ChangeSet, AccountState]:
-    """Plan one input update: the change set and the account as it will be."""
+@dataclass(frozen=True, slots=True)
+class InputPlan:
+    """An account's input updates planned as one atomic change.
+
+    ``change`` holds the writes of every applied update (None if none
+    applies); ``applied`` and ``duplicates`` index into the planned messages,
+    ``rejected`` pairs an index with the reason it must be dead-lettered.
+    """
+
+    change: ChangeSet | None
+    after: AccountState
+    applied: list[int]
+    duplicates: list[int]
+    rejected: list[tuple[int, InputError]]
+
+
+def plan_inputs(
+    rules: Rules, state: AccountState, msgs: Sequence[InputMessage], marks: Mapping[str, Decimal]
+) -> InputPlan:
+    """Plan consecutive updates of one account, in order, as one guarded change set.
+
+    Duplicates (seq not newer) and invalid updates are left out; the account's
+    bands are computed once, from the state after the last update.
+    """
     keys = rules.keys
-    cs = ChangeSet(keys, state.account).expect_version(state.version).seq(msg.seq).bump()
+    cs = ChangeSet(keys, state.account).expect_version(state.version)
+    current = state
+    reband = False
+    applied: list[int] = []
+    duplicates: list[int] = []
+    rejected: list[tuple[int, InputError]] = []
+    for i, msg in enumerate(msgs):
+        if current.seq is not None and msg.seq <= current.seq:
+            duplicates.append(i)
+            continue
+        part = ChangeSet(keys, state.account)
+        try:
+            current, needs_bands = _apply(rules, part, current, msg)
+        except InputError as exc:
+            rejected.append((i, exc))
+            continue
+        cs.absorb(part)
+        reband = reband or needs_bands
+        applied.append(i)
+    if not applied:
+        return InputPlan(None, state, applied, duplicates, rejected)
+    if reband:
+        index_cross(cs, rules, current, marks)
+    cs.set_seq(current.seq or 0).bump(len(applied))
+    current = replace(current, version=state.version + len(applied))
+    return InputPlan(cs, current, applied, duplicates, rejected)
+
+
+def _apply(
+    rules: Rules, cs: ChangeSet, state: AccountState, msg: InputMessage
+) -> tuple[AccountState, bool]:
+    """Add one update's writes (no bands); return the account after it and whether to re-band."""
+    keys = rules.keys
     acct_key = keys.account(state.account)
     positions = dict(state.positions)
     leverage = dict(state.leverage)
@@ -136,12 +188,10 @@ def plan_input(
             cs.zrem(keys.liquidating, liquidating_member(MarginMode.CROSS, state.account))
             reband = True
     after = replace(
-        state, balance=balance, seq=msg.seq, version=state.version + 1, status=status,
-        positions=positions, leverage=leverage,
+        state, balance=balance, seq=msg.seq, status=status, positions=positions,
+        leverage=leverage,
     )  # fmt: skip
-    if reband:
-        index_cross(cs, rules, after, marks)
-    return cs, after
+    return after, reband
 
 
 def _plan_position(

@@ -26,7 +26,7 @@ from state.errors import InputError
 from state.inputs import InputMessage, parse_input
 from state.keys import INPUT_GROUP
 from state.models import MarginMode
-from state.plan import Rules, plan_input
+from state.plan import InputPlan, Rules, plan_inputs
 from state.store import Store
 from watcher.streams import stream_entries
 
@@ -147,84 +147,84 @@ class InputConsumer:
         return out
 
     async def apply(self, entries: list[_Entry]) -> None:
-        """Apply entries in order: plan them all, commit them in one pipeline, redo conflicts."""
-        parsed: list[tuple[_Entry, InputMessage | InputError]] = []
+        """Apply entries in stream order: one atomic commit per account, all in one pipeline.
+
+        An account's updates in the batch become one change set (its bands
+        computed once, from the final state); other accounts' commits are
+        independent, so their relative order does not matter. Conflicts
+        (a claim changed the account meanwhile) are re-read and redone.
+        """
+        keys = self.store.keys
+        by_account: dict[str, list[tuple[_Entry, InputMessage]]] = {}
+        commits: list[tuple[ChangeSet, str | None, list[_Entry], InputPlan | None]] = []
         for entry in entries:
             try:
-                parsed.append((entry, parse_input(entry.raw, self.rules.markets)))
-            except InputError as exc:
-                parsed.append((entry, exc))
-        accounts = [m.account for _, m in parsed if not isinstance(m, InputError)]
-        states = await self.store.load_many(accounts)
+                msg = parse_input(entry.raw, self.rules.markets)
+            except InputError as bad:
+                commits.append((self._dead_letter(entry, bad), None, [entry], None))
+                continue
+            by_account.setdefault(msg.account, []).append((entry, msg))
+        states = await self.store.load_many(by_account)
         generation = self.generation()
         marks = self.live_marks()
-        planned: list[tuple[_Entry, InputMessage | InputError, ChangeSet, AccountState | None]] = []
-        for entry, msg in parsed:
-            cs, after = self._plan(entry, msg, states, marks)
-            if after is not None:
-                states[after.account] = after
-            planned.append((entry, msg, cs, after))
-        results = await self.store.commit_many([cs for _, _, cs, _ in planned])
+        for account, items in by_account.items():
+            planned = plan_inputs(self.rules, states[account], [m for _, m in items], marks)
+            taken = [items[i][0] for i in (*planned.applied, *planned.duplicates)]
+            if planned.change is not None:
+                commits.append((self._guard(planned.change, taken), account, taken, planned))
+            elif taken:
+                ack_only = self._guard(ChangeSet(keys, account), taken)
+                commits.append((ack_only, account, taken, planned))
+            for i, exc in planned.rejected:
+                commits.append((self._dead_letter(items[i][0], exc), None, [items[i][0]], None))
+        # Dead letters land in the order their entries came in.
+        commits.sort(key=lambda c: _entry_order(c[2][0].entry_id))
+        results = await self.store.commit_many([cs for cs, _, _, _ in commits])
         to_nudge: list[str] = []
         redo: list[_Entry] = []
-        for (entry, msg, _, after), result in zip(planned, results, strict=True):
+        for (_, _account, taken, plan), result in zip(commits, results, strict=True):
             if result.outcome == "LEASE":
                 raise LeaseLost
             if result.outcome == "CONFLICT":
-                redo.append(entry)
+                redo += taken
                 continue
-            self.counters[_outcome(msg, result.outcome)] += 1
-            if isinstance(msg, InputError) and result.ok:
-                self._log.warning("input.dead_letter", entry_id=entry.entry_id, reason=msg.reason)
-            if (
-                result.ok
-                and after is not None
-                and (self.generation() != generation or _needs_decision(self.rules, after, marks))
+            if plan is None:
+                self.counters["input_dead_letters"] += 1
+                continue
+            self.counters["input_applied"] += len(plan.applied)
+            self.counters["input_duplicates"] += len(plan.duplicates)
+            if plan.change is not None and (
+                self.generation() != generation or _needs_decision(self.rules, plan.after, marks)
             ):
-                to_nudge.append(after.account)
+                to_nudge.append(plan.after.account)
         if to_nudge:
             self.nudge(to_nudge)
         if redo:
             # A claim (or a lapsed-lease holder) changed these accounts meanwhile:
-            # re-read and re-plan, in order, on their own.
-            self.counters["conflicts"] += len(redo)
+            # re-read and re-plan them, in stream order.
+            self.counters["conflicts"] += 1
+            redo.sort(key=lambda e: _entry_order(e.entry_id))
             await self.apply(redo)
 
-    def _plan(
-        self,
-        entry: _Entry,
-        msg: InputMessage | InputError,
-        states: dict[str, AccountState],
-        marks: dict[str, Decimal],
-    ) -> tuple[ChangeSet, AccountState | None]:
+    def _dead_letter(self, entry: _Entry, exc: InputError) -> ChangeSet:
+        self._log.warning("input.dead_letter", entry_id=entry.entry_id, reason=exc.reason)
         keys = self.store.keys
-        if not isinstance(msg, InputError):
-            state = states[msg.account]
-            if state.seq is not None and msg.seq <= state.seq:
-                # A duplicate: the script acknowledges it without writing.
-                cs = ChangeSet(keys, msg.account).expect_version(state.version).seq(msg.seq)
-                return self._guard(cs, entry), None
-            try:
-                cs, after = plan_input(self.rules, state, msg, marks)
-                return self._guard(cs, entry), after
-            except InputError as exc:
-                msg = exc
-        account = "-"
-        cs = ChangeSet(keys, account).xadd(
-            keys.dead, {"msg": entry.raw.decode(errors="replace"), "reason": msg.reason,
+        cs = ChangeSet(keys, "-").xadd(
+            keys.dead, {"msg": entry.raw.decode(errors="replace"), "reason": exc.reason,
                         "entry_id": entry.entry_id},
         )  # fmt: skip
-        return self._guard(cs, entry), None
+        return self._guard(cs, [entry])
 
-    def _guard(self, cs: ChangeSet, entry: _Entry) -> ChangeSet:
+    def _guard(self, cs: ChangeSet, entries: list[_Entry]) -> ChangeSet:
         keys = self.store.keys
-        return cs.lease(keys.input_lease, self.owner).ack(keys.input, GROUP, entry.entry_id)
+        return cs.lease(keys.input_lease, self.owner).ack(
+            keys.input, GROUP, *(e.entry_id for e in entries)
+        )
 
 
-def _outcome(msg: InputMessage | InputError, outcome: str) -> str:
-    if isinstance(msg, InputError):
-        return "input_dead_letters"
-    return "input_applied" if outcome == "OK" else "input_duplicates"
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    ms, _, n = entry_id.partition("-")
+    return int(ms), int(n or 0)
 
 
 def _needs_decision(rules: Rules, state: AccountState, marks: dict[str, Decimal]) -> bool:

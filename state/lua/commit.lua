@@ -1,21 +1,24 @@
 -- Commit one guarded change set atomically: every guard is checked before
 -- anything is written, so a change is applied whole or not at all.
 --
--- KEYS[1] is the account hash; ops name further keys by their index in KEYS.
+-- KEYS[1] is the account hash; writes name further keys by index in KEYS.
 -- ARGV[1] is a JSON object:
 --   version  expected account version ("0" for an account not yet written);
 --            a mismatch means the caller decided on state that has changed
 --            since (another instance's claim, an input update): CONFLICT.
---   seq      the input's seq; not newer than the stored seq: DUP (acked).
+--   seq      an input seq that must be newer than the stored one, else DUP
+--            (and the entries are acknowledged: a replayed input is a no-op).
 --   lease    [key, owner]: the input lease must still be ours (fencing a
 --            paused instance whose lease lapsed and was taken over): LEASE.
 --   nx       [key, ttl]: the liquidation id must not exist yet: NX. Written
 --            with the event's entry id, in this same script as the XADD, so a
 --            retried or repeated claim can never emit twice.
+--   ops      the writes, in order: ["hset", k, field, value], ["hdel", k, field],
+--            ["zadd", k, score, member], ["zrem", k, member].
 --   xadd     [key, [field, value, ...]]: the event (or dead letter) to append.
---   ack      [key, group, id]: the input entry to acknowledge.
---   hset / hdel / zadd / zrem: lists of [key, ...] writes.
---   bump     increment the account version; seq is stored when given.
+--   ack      [key, group, [id, ...]]: input entries to acknowledge.
+--   set_seq  the account's last applied seq, stored.
+--   bump     how much to add to the account version.
 local spec = cjson.decode(ARGV[1])
 local acct = KEYS[1]
 
@@ -28,7 +31,7 @@ end
 
 local function ack()
   if spec.ack then
-    redis.call('XACK', KEYS[spec.ack[1]], spec.ack[2], spec.ack[3])
+    redis.call('XACK', KEYS[spec.ack[1]], spec.ack[2], unpack(spec.ack[3]))
   end
 end
 
@@ -53,23 +56,25 @@ if spec.nx and redis.call('EXISTS', KEYS[spec.nx[1]]) == 1 then
   return {'NX', version}
 end
 
-for _, op in ipairs(spec.hdel or {}) do
-  redis.call('HDEL', KEYS[op[1]], op[2])
+for _, op in ipairs(spec.ops or {}) do
+  local name = op[1]
+  if name == 'hset' then
+    redis.call('HSET', KEYS[op[2]], op[3], op[4])
+  elseif name == 'hdel' then
+    redis.call('HDEL', KEYS[op[2]], op[3])
+  elseif name == 'zadd' then
+    redis.call('ZADD', KEYS[op[2]], op[3], op[4])
+  elseif name == 'zrem' then
+    redis.call('ZREM', KEYS[op[2]], op[3])
+  else
+    return redis.error_reply('commit.lua: unknown op ' .. tostring(name))
+  end
 end
-for _, op in ipairs(spec.hset or {}) do
-  redis.call('HSET', KEYS[op[1]], op[2], op[3])
-end
-for _, op in ipairs(spec.zrem or {}) do
-  redis.call('ZREM', KEYS[op[1]], op[2])
-end
-for _, op in ipairs(spec.zadd or {}) do
-  redis.call('ZADD', KEYS[op[1]], op[2], op[3])
-end
-if spec.seq then
-  redis.call('HSET', acct, 'seq', spec.seq)
+if spec.set_seq then
+  redis.call('HSET', acct, 'seq', spec.set_seq)
 end
 if spec.bump then
-  version = tostring(redis.call('HINCRBY', acct, 'version', 1))
+  version = tostring(redis.call('HINCRBY', acct, 'version', spec.bump))
 end
 local entry = ''
 if spec.xadd then
