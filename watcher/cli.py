@@ -207,7 +207,9 @@ def _with_redis(settings: Settings, work: Callable[[aioredis.Redis], Awaitable[T
 def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from watcher.app import run_daemon  # lazily: the CLI works without the daemon's imports
+    from watcher.logs import configure_logging
 
+    configure_logging(settings.log_format)
     try:
         asyncio.run(run_daemon(settings))
     except Exception as exc:
