@@ -24,6 +24,7 @@ from watcher.feeds.backoff import Backoff
 from watcher.feeds.book import MarkBook
 from watcher.feeds.client import FeedStats, run_feed
 from watcher.feeds.spec import FeedSpec
+from watcher.lag import LagMeter
 
 
 class Daemon:
@@ -48,6 +49,7 @@ class Daemon:
             batch=settings.input_batch,
         )
         self.feed_stats = [FeedStats() for _ in settings.feeds]
+        self.lag = LagMeter()
         self._flushed: Counter[str] = Counter()
         self.log = structlog.get_logger().bind(instance=settings.instance)
 
@@ -66,6 +68,7 @@ class Daemon:
             tg.create_task(self.engine.run(stop), name="engine")
             tg.create_task(self.consumer.run(stop), name="input")
             heartbeat = tg.create_task(self._heartbeat(stop), name="heartbeat")
+            tg.create_task(self.lag.run(stop), name="loop-lag")
             await stop.wait()
             self.log.info("daemon.stopping")
             # Feeds stop taking ticks at once; the engine and the input consumer
@@ -109,6 +112,7 @@ class Daemon:
                 for f, st in zip(s.feeds, self.feed_stats, strict=True)
             ],
             "rejected": dict(self.book.rejected),
+            "loop_lag_ms": round(self.lag.take() * 1000, 1),
         }
         count, oldest, since = await self.store.liquidating_before(
             now_ms - int(s.stuck_after * 1000)

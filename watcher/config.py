@@ -252,10 +252,15 @@ def _feeds(raw: Any, markets: Mapping[str, Market]) -> tuple[FeedSpec, ...]:
         symbol_map = spec.get("symbol_map", {})
         if not isinstance(symbol_map, dict):
             raise ConfigError(f"{path}.symbol_map: must be a table of venue symbol = symbol")
+        silence = (
+            _positive(spec, "silence_timeout", path, float)
+            if "silence_timeout" in spec
+            else max(10.0, 3 * stale_after)
+        )
         try:
             feed = FeedSpec(
                 venue, url, tuple(symbols), stale_after, dict(symbol_map),
-                jump_band=float(jump_band) or None,
+                silence_timeout=silence, jump_band=float(jump_band) or None,
             )  # fmt: skip
         except ValueError as exc:
             raise ConfigError(f"{path}: {exc}") from None

@@ -25,6 +25,8 @@ class BinanceVenue:
     # E is a real millisecond event time: an equal one is a replay.
     equal_ts_ok = False
     keepalive_interval: float | None = None
+    # Binance cuts every connection at 24 h: reconnect on our terms before that.
+    max_connection_age: float | None = 23.5 * 3600
 
     def __init__(self, *, all_market: bool = False, update_speed: str = "@1s") -> None:
         self.all_market = all_market

@@ -55,6 +55,8 @@ class FeedStats:
     replies: int = 0
     keepalives: int = 0
     silences: int = 0
+    # Runs of ``storm_after`` failed connections in a row, each alerted once.
+    storms: int = 0
     # Venue notices of a coming restart, each answered by a reconnect.
     restart_notices: int = 0
     # Marks for symbols this feed was not asked for (Orderly's ``markprices``
@@ -117,13 +119,16 @@ async def run_feed(
     ping_interval: float | None = 20.0,
     ping_timeout: float | None = 20.0,
     log_interval: float = 10.0,
+    storm_after: int = 5,
 ) -> NoReturn:
     """Keep one connection to ``feed`` open forever and offer every mark to ``book``.
 
     ``max_size`` caps a frame in bytes: a bigger one closes the connection,
     which is then reopened. ``ping_interval``/``ping_timeout`` are websocket
     level pings that detect a dead TCP path; venue-level heartbeats are the
-    venue module's business.
+    venue module's business. ``storm_after`` failed connections in a row
+    (none delivering for ``backoff.reset_after``) raise one
+    ``feed.reconnect_storm`` alert.
     """
     url = venue.url(feed.url, feed.symbols)
     base_log = log if log is not None else structlog.get_logger()
@@ -163,6 +168,10 @@ async def run_feed(
             backoff.reset()
         delay = backoff.next_delay()
         stats.state = FeedState.BACKOFF
+        if backoff.failures == storm_after:
+            # Once per storm: the count restarts when a connection delivers for a while.
+            stats.storms += 1
+            log.warning("feed.reconnect_storm", failures=backoff.failures, error=error)
         log.warning(
             "feed.reconnecting",
             attempt=stats.attempts,
@@ -229,8 +238,12 @@ class _Session:
         keepalive = self.venue.keepalive_interval
         next_keepalive = self.clock() + keepalive if keepalive else None
         silence = self.feed.silence_timeout
+        max_age = getattr(self.venue, "max_connection_age", None)
+        retire_at = self.opened + max_age if max_age else None
         while True:
             deadline = next_keepalive
+            if retire_at is not None:
+                deadline = retire_at if deadline is None else min(deadline, retire_at)
             if silence is not None:
                 quiet_since = self.last_mark if self.last_mark is not None else self.opened
                 silent_at = quiet_since + silence
@@ -250,8 +263,16 @@ class _Session:
                         self.stats.keepalives += 1
                     next_keepalive = now + keepalive
                     continue
+                if retire_at is not None and now >= retire_at:
+                    # Ahead of the venue's own cut, at a moment of our choosing.
+                    self.log.info("feed.retiring", age_s=round(now - self.opened))
+                    return
                 self.stats.silences += 1
-                self.log.warning("feed.silent", seconds=silence)
+                if self.first_mark is None:
+                    # Acknowledged (or not) but silent: a mistyped topic looks like this.
+                    self.log.warning("feed.silent_subscription", seconds=silence)
+                else:
+                    self.log.warning("feed.silent", seconds=silence)
                 return
             except ConnectionClosedOK:
                 return
