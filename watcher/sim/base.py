@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypedDict
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -25,6 +25,19 @@ from watcher.sim.walk import PriceWalk
 def wall_ms() -> int:
     """Return the wall clock in milliseconds: what venues stamp frames with."""
     return time.time_ns() // 1_000_000
+
+
+class SimOptions(TypedDict, total=False):
+    """The options every simulated venue takes (see :class:`SimServer`)."""
+
+    interval: float
+    random_walk: bool
+    seed: int | None
+    volatility: float
+    jump_probability: float
+    clock_ms: Callable[[], int]
+    ws_ping_interval: float | None
+    idle_timeout: float | None
 
 
 class SimClient:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Unpack
 
 import orjson
 
-from watcher.sim.base import SimClient, SimServer, wall_ms
+from watcher.sim.base import SimClient, SimOptions, SimServer
 
 MARK_STREAM = "@markPrice"
 ALL_MARKS_STREAM = "!markPrice@arr"
@@ -28,25 +29,10 @@ class BinanceMarkServer(SimServer):
     def __init__(
         self,
         prices: Mapping[str, Decimal],
-        *,
-        interval: float = 1.0,
-        random_walk: bool = False,
-        seed: int | None = None,
-        volatility: float = 0.002,
-        jump_probability: float = 0.02,
-        clock_ms: Callable[[], int] = wall_ms,
-        ws_ping_interval: float | None = 180.0,
+        **options: Unpack[SimOptions],
     ) -> None:
-        super().__init__(
-            prices,
-            interval=interval,
-            random_walk=random_walk,
-            seed=seed,
-            volatility=volatility,
-            jump_probability=jump_probability,
-            clock_ms=clock_ms,
-            ws_ping_interval=ws_ping_interval,
-        )
+        options.setdefault("ws_ping_interval", 180.0)
+        super().__init__(prices, **options)
 
     @property
     def url(self) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Unpack
 
 import orjson
 
-from watcher.sim.base import SimClient, SimServer, wall_ms
+from watcher.sim.base import SimClient, SimOptions, SimServer
 
 TOPIC_PREFIX = "tickers."
 
@@ -26,25 +27,10 @@ class BybitMarkServer(SimServer):
         self,
         prices: Mapping[str, Decimal],
         *,
-        interval: float = 1.0,
-        random_walk: bool = False,
-        seed: int | None = None,
-        volatility: float = 0.002,
-        jump_probability: float = 0.02,
-        clock_ms: Callable[[], int] = wall_ms,
-        idle_timeout: float | None = None,
         snapshot_on_subscribe: bool = True,
+        **options: Unpack[SimOptions],
     ) -> None:
-        super().__init__(
-            prices,
-            interval=interval,
-            random_walk=random_walk,
-            seed=seed,
-            volatility=volatility,
-            jump_probability=jump_probability,
-            clock_ms=clock_ms,
-            idle_timeout=idle_timeout,
-        )
+        super().__init__(prices, **options)
         self.snapshot_on_subscribe = snapshot_on_subscribe
         self._cross_seq = 0
 

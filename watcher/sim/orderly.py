@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Unpack
 
 import orjson
 
-from watcher.sim.base import SimClient, SimServer, wall_ms
+from watcher.sim.base import SimClient, SimOptions, SimServer, wall_ms
 
 ALL_MARKS_TOPIC = "markprices"
 SYMBOL_TOPIC_SUFFIX = "@markprice"
@@ -27,25 +27,12 @@ class OrderlyMarkServer(SimServer):
         self,
         prices: Mapping[str, Decimal],
         *,
-        interval: float = 1.0,
         ping_interval: float = 10.0,
         max_missed_pongs: int = 2,
-        random_walk: bool = False,
-        seed: int | None = None,
-        volatility: float = 0.002,
-        jump_probability: float = 0.02,
         account_id: str = "sim",
-        clock_ms: Callable[[], int] = wall_ms,
+        **options: Unpack[SimOptions],
     ) -> None:
-        super().__init__(
-            prices,
-            interval=interval,
-            random_walk=random_walk,
-            seed=seed,
-            volatility=volatility,
-            jump_probability=jump_probability,
-            clock_ms=clock_ms,
-        )
+        super().__init__(prices, **options)
         self.ping_interval = ping_interval
         self.max_missed_pongs = max_missed_pongs
         self.account_id = account_id
