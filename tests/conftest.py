@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
+from tests.cli_setup import write_config
 from watcher.redis_server import RedisServer
 
 
@@ -25,3 +28,18 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redi
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def sync_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A blocking client on a flushed database, for tests that call the CLI in-process."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def config(tmp_path: Path, redis_server: RedisServer) -> Path:
+    """A config file pointing at the test redis-server."""
+    return write_config(tmp_path, redis_server.url)

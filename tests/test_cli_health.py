@@ -9,24 +9,10 @@ import sys
 import time
 
 import pytest
-import redis
 
 from tests.cli_setup import KEYS, write_config
 from watcher.cli import heartbeat_verdict, main
 from watcher.redis_server import free_port
-
-
-@pytest.fixture
-def sync_redis(redis_server):
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def config(tmp_path, redis_server):
-    return write_config(tmp_path, redis_server.url)
 
 
 def beat(r, age_ms: int) -> str:

@@ -9,30 +9,16 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-import redis
 
 from state import margin
 from state.account import AccountState, Status, StoredPosition
 from state.keys import position_field
 from state.models import FlatModel, MarginMode, Market, Position
-from tests.cli_setup import BTC, ETH, KEYS, write_config
+from tests.cli_setup import BTC, ETH, KEYS
 from watcher import views
 from watcher.cli import main
 
 ETH_MODEL = FlatModel(Decimal("0.006"))
-
-
-@pytest.fixture
-def sync_redis(redis_server):
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def config(tmp_path, redis_server):
-    return write_config(tmp_path, redis_server.url)
 
 
 def now_ms() -> int:

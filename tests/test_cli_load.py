@@ -7,7 +7,6 @@ import json
 from decimal import Decimal
 
 import pytest
-import redis
 
 from state.models import FlatModel, Market
 from tests.cli_setup import ETH, KEYS, write_config
@@ -16,19 +15,6 @@ from watcher.cli import main
 from watcher.redis_server import free_port
 
 MARKETS = {ETH: Market(ETH, FlatModel(Decimal("0.006")))}
-
-
-@pytest.fixture
-def sync_redis(redis_server):
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def config(tmp_path, redis_server):
-    return write_config(tmp_path, redis_server.url)
 
 
 def balance(account: str, seq: int, amount: str = "1000") -> str:
