@@ -395,13 +395,16 @@ def trigger_bands(
     legs: Sequence[Position],
     models: Mapping[str, MaintenanceModel],
     marks: Mapping[str, Decimal],
+    *,
+    priced: CrossState | None = None,
 ) -> list[Triggers]:
     """Return triggers per leg, such that H > 0 while no leg's mark has crossed its triggers.
 
     Needs H > 0 at ``marks``. A side without a trigger is one on which the leg
-    alone cannot lose its share of the slack.
+    alone cannot lose its share of the slack. ``priced`` is the account
+    already evaluated at ``marks``, if the caller has it.
     """
-    state = evaluate_cross(balance, legs, models, marks)
+    state = priced if priced is not None else evaluate_cross(balance, legs, models, marks)
     if state.health <= 0:
         raise MarginError(f"trigger bands need health > 0, got {state.health}")
     with localcontext(_CTX):

@@ -75,9 +75,16 @@ def _index_isolated(cs: ChangeSet, rules: Rules, position: Position) -> None:
 
 
 def index_cross(
-    cs: ChangeSet, rules: Rules, state: AccountState, marks: Mapping[str, Decimal]
+    cs: ChangeSet,
+    rules: Rules,
+    state: AccountState,
+    marks: Mapping[str, Decimal],
+    priced: margin.CrossState | None = None,
 ) -> None:
-    """Write fresh trigger bands for every cross leg, or always-scores when they can't be had."""
+    """Write fresh trigger bands for every cross leg, or always-scores when they can't be had.
+
+    ``priced``: the account already evaluated at ``marks``, if the caller has it.
+    """
     legs = state.cross_legs
     member = index_member(MarginMode.CROSS, state.account)
     if state.status is Status.LIQUIDATING:
@@ -87,9 +94,10 @@ def index_cross(
     if not legs:
         return
     if all(leg.symbol in marks for leg in legs):
-        health = margin.evaluate_cross(state.balance, legs, rules.models, marks).health
-        if health > 0:
-            bands = margin.trigger_bands(state.balance, legs, rules.models, marks)
+        if priced is None:
+            priced = margin.evaluate_cross(state.balance, legs, rules.models, marks)
+        if priced.health > 0:
+            bands = margin.trigger_bands(state.balance, legs, rules.models, marks, priced=priced)
             for leg, triggers in zip(legs, bands, strict=True):
                 _set_triggers(cs, rules, leg.symbol, member, triggers)
             return
@@ -373,7 +381,7 @@ def decide_cross(
     account = margin.evaluate_cross(state.balance, legs, rules.models, used)
     if not margin.is_liquidatable(account.health, at_equality=rules.at_equality):
         cs = ChangeSet(keys, state.account).expect_version(state.version)
-        index_cross(cs, rules, state, used)
+        index_cross(cs, rules, state, used, account)
         return cs, None
     liq_id = f"{state.account}:CROSS:{state.version}"
     liq_price = margin.cross_leg_liq_price(state.balance, legs, rules.models, used, symbol)

@@ -170,10 +170,11 @@ class Engine:
                 return
             states = await self.store.load_many(pending)
             planned: list[tuple[str, tuple[str, str], ChangeSet, dict[str, str] | None]] = []
+            live = self.live_marks()
             for account, w in pending.items():
                 if account in nudged:
-                    self._add_nudged(w, states[account])
-                planned += [(account, *p) for p in self._plan(states[account], w)]
+                    self._add_nudged(w, states[account], live)
+                planned += [(account, *p) for p in self._plan(states[account], w, live)]
             nudged = set()
             results = await self.store.commit_many([cs for _, _, cs, _ in planned])
             for (account, item, _, event), result in zip(planned, results, strict=True):
@@ -189,8 +190,7 @@ class Engine:
         self.counters["decisions_deferred"] += len(pending)
         self._log.warning("engine.deferred", accounts=len(pending))
 
-    def _add_nudged(self, w: _Work, state: AccountState) -> None:
-        live = self.live_marks()
+    def _add_nudged(self, w: _Work, state: AccountState, live: dict[str, Decimal]) -> None:
         legs = state.cross_legs
         if legs and state.status is Status.OPEN and w.cross is None:
             w.cross = legs[0].symbol
@@ -204,7 +204,7 @@ class Engine:
                 w.isolated[symbol] = ([live[symbol]], self.marks[symbol].venue_ts)
 
     def _plan(
-        self, state: AccountState, w: _Work
+        self, state: AccountState, w: _Work, live: dict[str, Decimal]
     ) -> list[tuple[tuple[str, str], ChangeSet, dict[str, str] | None]]:
         """Plan one account's decisions; at most one of them may bump its version.
 
@@ -214,7 +214,7 @@ class Engine:
         out: list[tuple[tuple[str, str], ChangeSet, dict[str, str] | None]] = []
         now_ms = self.wall_ms()
         if w.cross is not None:
-            marks = self.live_marks()
+            marks = live
             ts = self.marks[w.cross].venue_ts if w.cross in self.marks else 0
             cs, event = decide_cross(self.rules, state, w.cross, marks, ts, now_ms)
             if cs is None:
