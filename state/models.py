@@ -223,9 +223,14 @@ class Position:
 
 @dataclass(frozen=True, slots=True)
 class MarkPrice:
-    """A validated mark: venue timestamp orders ticks, receive time measures freshness."""
+    """A validated mark: venue timestamp orders ticks, receive time measures freshness.
+
+    ``source`` names the feed it came from: venue timestamps are only
+    comparable between marks of one source.
+    """
 
     symbol: str
     price: Decimal
     venue_ts: int
     recv_ts: float
+    source: str = ""

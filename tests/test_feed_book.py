@@ -147,3 +147,16 @@ def test_invalid_configuration_is_refused() -> None:
         FeedSpec(
             "binance", "ws://x", ("BTCUSDT", "X"), stale_after=1.0, symbol_map={"X": "BTCUSDT"}
         )
+
+
+def test_two_sources_of_one_symbol_keep_their_own_clocks() -> None:
+    book = MarkBook({"PERP_BTC_USDC": 5.0})
+    sym = "PERP_BTC_USDC"
+    # Orderly stamps whole seconds; Binance stamps event milliseconds, here behind.
+    assert book.offer(MarkPrice(sym, Decimal("100"), 2_000, 1.0, "orderly"))
+    assert book.offer(MarkPrice(sym, Decimal("101"), 1_500, 1.1, "binance"))
+    assert book.latest(sym).price == Decimal("101")
+    # Each source's own order rule still holds.
+    assert not book.offer(MarkPrice(sym, Decimal("99"), 1_999, 1.2, "orderly"))
+    assert not book.offer(MarkPrice(sym, Decimal("98"), 1_400, 1.3, "binance"))
+    assert book.rejected["stale_ts"] == 2

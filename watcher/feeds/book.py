@@ -38,13 +38,18 @@ class Tick:
 
 
 class _Slot:
-    __slots__ = ("held", "high", "jump_band", "low", "mark", "reported", "stale_after")
+    __slots__ = (
+        "held", "high", "jump_band", "last_ts", "low", "mark", "reported", "stale_after",
+    )  # fmt: skip
 
     def __init__(self, stale_after: float, jump_band: Decimal | None = None) -> None:
         self.stale_after = stale_after
         self.jump_band = jump_band
         # A mark that jumped beyond the band, waiting for the next to confirm it.
         self.held: MarkPrice | None = None
+        # The last accepted venue timestamp per source: each feed's clock
+        # orders its own marks only.
+        self.last_ts: dict[str, int] = {}
         self.mark: MarkPrice | None = None
         self.low = Decimal(0)
         self.high = Decimal(0)
@@ -105,12 +110,15 @@ class MarkBook:
         slot = self._slots.get(mark.symbol)
         if slot is None:
             return "unknown_symbol"
-        last = slot.mark
-        if last is not None:
-            if mark.venue_ts < last.venue_ts:
+        last_ts = slot.last_ts.get(mark.source)
+        if last_ts is not None:
+            if mark.venue_ts < last_ts:
                 return "stale_ts"
-            if mark.venue_ts == last.venue_ts and (not equal_ts_ok or mark.price == last.price):
-                return "duplicate_ts"
+            if mark.venue_ts == last_ts:
+                last = slot.mark
+                same_price = last is not None and last.price == mark.price
+                if not equal_ts_ok or same_price:
+                    return "duplicate_ts"
         return None
 
     def offer(self, mark: MarkPrice, *, equal_ts_ok: bool = False) -> bool:
@@ -124,6 +132,7 @@ class MarkBook:
         if band is not None and last is not None and not self._confirmed(slot, last, band, mark):
             return False
         slot.mark = mark
+        slot.last_ts[mark.source] = mark.venue_ts
         price = mark.price
         if mark.symbol in self._dirty:
             if price < slot.low:

@@ -208,6 +208,9 @@ class _Session:
         self.clock = clock
         self.routes = feed.routes
         self.equal_ts_ok = venue.equal_ts_ok
+        # Marks are ordered per connection config: two feeds of one symbol
+        # each keep their own clock.
+        self.source = f"{feed.venue}|{feed.url}"
         self.price_log = BurstLog(log, "price.rejected", log_interval, clock)
         self.frame_log = BurstLog(log, "feed.frame_rejected", log_interval, clock)
         self.first_mark: float | None = None
@@ -314,8 +317,7 @@ class _Session:
                 self.stats.unrouted += 1
                 continue
             delivered = True
-            if symbol != mark.symbol:
-                mark = MarkPrice(symbol, mark.price, mark.venue_ts, mark.recv_ts)
+            mark = MarkPrice(symbol, mark.price, mark.venue_ts, mark.recv_ts, self.source)
             if self.book.offer(mark, equal_ts_ok=self.equal_ts_ok):
                 self.stats.marks += 1
             elif self.book.held(mark.symbol) is mark:
