@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from state.account import AccountState
 from state.changes import ChangeSet
+from state.errors import StoreError
 from state.keys import Keys
 
 _COMMIT_LUA = resources.files("state").joinpath("lua/commit.lua").read_text()
@@ -76,8 +77,15 @@ class Store:
         """Read one account (an empty one if Redis has none)."""
         return (await self.load_many([account]))[account]
 
-    async def load_many(self, accounts: Iterable[str]) -> dict[str, AccountState]:
-        """Read several accounts in one pipelined round trip."""
+    async def load_many(
+        self, accounts: Iterable[str], broken: dict[str, StoreError] | None = None
+    ) -> dict[str, AccountState]:
+        """Read several accounts in one pipelined round trip.
+
+        An account Redis holds in a form the store cannot read raises
+        StoreError, or, when ``broken`` is given, is left out and recorded
+        there, so that one bad account cannot stop everyone else's decisions.
+        """
         names = list(dict.fromkeys(accounts))
         if not names:
             return {}
@@ -91,8 +99,13 @@ class Store:
             fields, positions = replies[2 * i], replies[2 * i + 1]
             if not fields and not positions:
                 out[name] = AccountState.empty(name)
-            else:
+                continue
+            try:
                 out[name] = AccountState.from_redis(name, fields, positions)
+            except StoreError as exc:
+                if broken is None:
+                    raise
+                broken[name] = exc
         return out
 
     async def commit(self, change: ChangeSet) -> CommitResult:

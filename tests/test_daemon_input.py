@@ -200,3 +200,22 @@ async def test_stuck_liquidation_alerts(redis_server: RedisServer, redis_client)
         assert stuck[-1]["oldest"] == "I|Z|PERP_ETH_USDC"
         health = orjson.loads(await h.redis.get(h.daemon.store.keys.health))
         assert health["stuck_liquidations"] == 1
+
+
+async def test_an_unreadable_account_stops_nobody_else(h: Harness) -> None:
+    keys = h.daemon.store.keys
+    for account in ("BAD", "GOOD"):
+        await h.send({"type": "position", "account": account, "symbol": ETH,
+                      "margin_mode": "ISOLATED", "qty": "1", "entry_price": "3000",
+                      "margin": "300"})  # fmt: skip
+    await h.drained()
+    # Someone writes garbage into one account's positions.
+    await h.redis.hset(keys.positions("BAD"), "ISOLATED|PERP_ETH_USDC", b"{not json")
+    await h.send({"type": "balance", "account": "BAD", "balance": "5"})
+    await h.drained()
+    (letter,) = await h.dead()
+    assert "unreadable" in letter["reason"]
+    await h.tick({ETH: "2700"})
+    (event,) = await h.events()
+    assert event["account"] == "GOOD"
+    assert not h.daemons[0][2].done()

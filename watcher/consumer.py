@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 from state import margin
 from state.account import AccountState, Status
 from state.changes import ChangeSet
-from state.errors import InputError
+from state.errors import InputError, StoreError
 from state.inputs import InputMessage, parse_input
 from state.keys import INPUT_GROUP
 from state.models import MarginMode
@@ -164,10 +164,16 @@ class InputConsumer:
                 commits.append((self._dead_letter(entry, bad), None, [entry], None))
                 continue
             by_account.setdefault(msg.account, []).append((entry, msg))
-        states = await self.store.load_many(by_account)
+        broken: dict[str, StoreError] = {}
+        states = await self.store.load_many(by_account, broken)
         generation = self.generation()
         marks = self.live_marks()
         for account, items in by_account.items():
+            if account in broken:
+                reason = InputError(f"account state in Redis is unreadable: {broken[account]}")
+                for entry, _ in items:
+                    commits.append((self._dead_letter(entry, reason), None, [entry], None))
+                continue
             planned = plan_inputs(self.rules, states[account], [m for _, m in items], marks)
             taken = [items[i][0] for i in (*planned.applied, *planned.duplicates)]
             if planned.change is not None:

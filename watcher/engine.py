@@ -21,6 +21,7 @@ import structlog
 from state import margin
 from state.account import AccountState, Status
 from state.changes import ChangeSet
+from state.errors import StoreError
 from state.keys import split_index_member
 from state.models import MarginMode, MarkPrice
 from state.plan import Rules, decide_cross, decide_isolated
@@ -168,7 +169,13 @@ class Engine:
         for _ in range(MAX_ROUNDS):
             if not pending:
                 return
-            states = await self.store.load_many(pending)
+            broken: dict[str, StoreError] = {}
+            states = await self.store.load_many(pending, broken)
+            for account, exc in broken.items():
+                # Left in the index: it is looked at again once repaired.
+                self.counters["accounts_unreadable"] += 1
+                self._log.error("account.unreadable", account=account, error=str(exc))
+                del pending[account]
             planned: list[tuple[str, tuple[str, str], ChangeSet, dict[str, str] | None]] = []
             live = self.live_marks()
             for account, w in pending.items():
