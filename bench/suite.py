@@ -1,0 +1,471 @@
+"""The measurements of ``python -m bench``, each a function over a loaded :class:`Shard`.
+
+Every function returns a JSON-able dict. Timings are ``time.perf_counter``
+wall-clock seconds in this one process (the engine, the "feed" and the input
+consumer all run here, as in the daemon; Redis is its own process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bench import book as bookgen
+from bench.rig import Shard, percentile, spread
+from state import margin
+from state.models import MaintenanceModel
+
+# --- the baseline: a full recompute ----------------------------------------------
+
+
+def full_recompute(
+    accounts: Iterable[bookgen.Account],
+    models: Mapping[str, MaintenanceModel],
+    marks: Mapping[str, Decimal],
+    *,
+    at_equality: bool = False,
+) -> set[tuple[str, str]]:
+    """Price every account and every isolated position at ``marks``, as the daemon decides.
+
+    The same Decimal math as ``state.plan.decide_cross`` / ``decide_isolated``:
+    ``margin.evaluate_cross`` per account with cross legs, ``margin.isolated_health``
+    per isolated position, then ``margin.is_liquidatable``. Returns the
+    liquidatable ones: ``(account, "CROSS")`` and ``(account, symbol)``.
+    """
+    out: set[tuple[str, str]] = set()
+    for a in accounts:
+        if a.cross:
+            health = margin.evaluate_cross(a.balance, a.cross, models, marks).health
+            if margin.is_liquidatable(health, at_equality=at_equality):
+                out.add((a.name, "CROSS"))
+        for p in a.isolated:
+            health = margin.isolated_health(p, marks[p.symbol], models[p.symbol])
+            if margin.is_liquidatable(health, at_equality=at_equality):
+                out.add((a.name, p.symbol))
+    return out
+
+
+def time_recompute(accounts: Sequence[bookgen.Account], marks: Mapping[str, Decimal],
+                   runs: int) -> list[float]:  # fmt: skip
+    """Seconds of ``runs`` full recomputes at ``marks`` (nothing liquidatable there)."""
+    models = bookgen.models()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        found = full_recompute(accounts, models, marks)
+        times.append(time.perf_counter() - t0)
+        if found:
+            raise AssertionError(f"{len(found)} liquidatable at the starting marks")
+    return times
+
+
+# --- prices ----------------------------------------------------------------------
+
+
+def _tick_size(price: Decimal) -> Decimal:
+    return Decimal(1).scaleb(price.adjusted() - 5)
+
+
+def wiggle(prices: Mapping[str, Decimal], up: bool) -> dict[str, Decimal]:
+    """Every price one price tick (about 1e-5) up, or back where it was: crosses nothing."""
+    if up:
+        return {s: p + _tick_size(p) for s, p in prices.items()}
+    return dict(prices)
+
+
+def walk_step(rng: random.Random, price: Decimal, sigma: float, digits: int = 8) -> Decimal:
+    """One lognormal step of a random walk, rounded to ``digits`` significant digits."""
+    moved = price * Decimal(repr(math.exp(rng.gauss(0.0, sigma))))
+    return moved.quantize(Decimal(1).scaleb(moved.adjusted() - digits + 1))
+
+
+# --- loading through the input stream ----------------------------------------------
+
+
+async def load(shard: Shard, book: bookgen.Book, *, windows: int = 10) -> dict[str, Any]:
+    """Append the book to the input stream, then apply it with the real InputConsumer.
+
+    The rate is entries applied per second while the consumer runs on a full
+    stream; the spread is over ``windows`` equal slices of the run.
+    """
+    if not shard.engine.live_marks():
+        await shard.tick(bookgen.start_marks())
+    t0 = time.perf_counter()
+    total = await shard.append_input(book.messages)
+    append_s = time.perf_counter() - t0
+    mem0 = await shard.used_memory()
+    stamps: list[tuple[float, int]] = []
+    start = shard.consumed()
+
+    async def sample() -> None:
+        while True:
+            stamps.append((time.perf_counter(), shard.consumed() - start))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        seconds = await shard.consume(total)
+    finally:
+        sampler.cancel()
+    stamps.append((time.perf_counter(), shard.consumed() - start))
+    rates = _window_rates(stamps, total, windows)
+    return {
+        "messages": total,
+        "positions": book.positions,
+        "accounts": len(book.accounts),
+        "append_s": append_s,
+        "apply_s": seconds,
+        "messages_per_s": total / seconds,
+        "positions_per_s": book.positions / seconds,
+        "window_rates": spread(rates) if rates else None,
+        "input_batch": shard.consumer.batch,
+        "nudged": len(shard.nudged),
+        "used_memory_with_stream_appended": mem0,
+    }
+
+
+def _window_rates(stamps: list[tuple[float, int]], total: int, windows: int) -> list[float]:
+    """Entries per second over each of ``windows`` equal slices of the entries applied."""
+    rates = []
+    bounds = [total * i // windows for i in range(windows + 1)]
+    for lo, hi in itertools.pairwise(bounds):
+        t_lo = next((t for t, n in stamps if n >= lo), None)
+        t_hi = next((t for t, n in stamps if n >= hi), None)
+        if t_lo is not None and t_hi is not None and t_hi > t_lo:
+            rates.append((hi - lo) / (t_hi - t_lo))
+    return rates
+
+
+async def memory_per_position(shard: Shard, before: int, positions: int) -> dict[str, Any]:
+    """used_memory delta over positions, the input stream deleted first (it is not state)."""
+    await shard.redis.delete(shard.keys.input)
+    after = await shard.used_memory()
+    keys = await shard.redis.dbsize()
+    return {
+        "used_memory_before": before,
+        "used_memory_after": after,
+        "bytes_per_position": (after - before) / positions,
+        "keys_in_redis": keys,
+    }
+
+
+# --- per-tick cost -------------------------------------------------------------------
+
+
+async def per_tick(shard: Shard, *, runs: int, ticks: int) -> dict[str, Any]:
+    """Engine.process for one symbol's tick that crosses nothing, ``runs`` x ``ticks`` times."""
+    prices = shard.engine.live_marks()
+    symbols = sorted(prices)
+    samples: list[float] = []
+    run_medians: list[float] = []
+    before = shard.engine.candidates.copy()
+    for _ in range(runs):
+        run: list[float] = []
+        for i in range(ticks):
+            symbol = symbols[i % len(symbols)]
+            shard.offer(wiggle({symbol: prices[symbol]}, up=(i // len(symbols)) % 2 == 0))
+            batch = shard.marks.take()
+            t0 = time.perf_counter()
+            await shard.engine.process(batch)
+            run.append(time.perf_counter() - t0)
+        samples += run
+        run_medians.append(percentile(run, 0.5))
+    crossed = shard.engine.candidates - before
+    return {
+        "ticks": len(samples),
+        "median_s": percentile(samples, 0.5),
+        "p10_s": percentile(samples, 0.1),
+        "p90_s": percentile(samples, 0.9),
+        "p99_s": percentile(samples, 0.99),
+        "run_medians_s": spread(run_medians),
+        "candidates": dict(crossed),
+    }
+
+
+async def throughput(shard: Shard, *, runs: int, batches: int, per_symbol: int = 1
+                     ) -> dict[str, Any]:  # fmt: skip
+    """Ticks per second through Engine.process when every batch changes every symbol.
+
+    ``per_symbol`` marks of each symbol are offered before each take, so a
+    batch conflates them (to the latest plus the extremes), as a busy feed's
+    would. Reported: symbol-ticks processed per second and raw marks per second.
+    """
+    prices = shard.engine.live_marks()
+    rates: list[float] = []
+    before = shard.engine.candidates.copy()
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for b in range(batches):
+            for k in range(per_symbol):
+                shard.offer(wiggle(prices, up=(b + k) % 2 == 0))
+            await shard.engine.process(shard.marks.take())
+        rates.append(batches * len(prices) / (time.perf_counter() - t0))
+    return {
+        "symbols_per_batch": len(prices),
+        "marks_per_symbol_per_batch": per_symbol,
+        "batches_per_run": batches,
+        "ticks_per_s": spread(rates),
+        "raw_marks_per_s_median": percentile(rates, 0.5) * per_symbol,
+        "candidates": dict(shard.engine.candidates - before),
+    }
+
+
+# --- cross bands under random walks ---------------------------------------------------
+
+
+async def band_walk(
+    shard: Shard, book: bookgen.Book, *, steps: int, sigma: float, seed: int
+) -> dict[str, Any]:
+    """Walk every symbol's mark one lognormal step per batch; count cross re-evaluations.
+
+    A re-pricing approach prices every cross account holding a symbol that
+    moved: here every batch moves every symbol, so every open cross account.
+    liqwatch evaluates the accounts whose trigger band a mark crossed.
+    """
+    rng = random.Random(seed)
+    holders = Counter(p.symbol for a in book.accounts for p in a.cross)
+    cross_accounts = book.cross_accounts
+    prices = shard.engine.live_marks()
+    before = shard.engine.candidates.copy()
+    events0 = await shard.redis.xlen(shard.keys.events)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        prices = {s: walk_step(rng, p, sigma) for s, p in prices.items()}
+        await shard.tick(prices)
+    seconds = time.perf_counter() - t0
+    got = shard.engine.candidates - before
+    reevals = got["cross"]
+    touched = cross_accounts * steps
+    return {
+        "steps": steps,
+        "sigma_per_step": sigma,
+        "cross_accounts": cross_accounts,
+        "repricing_touches": touched,
+        "repricing_touches_per_symbol_tick": sum(holders.values()) * steps,
+        "band_reevaluations": reevals,
+        "reevaluations_per_step": reevals / steps,
+        "ratio": touched / reevals if reevals else math.inf,
+        "isolated_candidates": got["isolated"],
+        "liquidations": await shard.redis.xlen(shard.keys.events) - events0,
+        "seconds": seconds,
+        "move_over_walk": {s: float(prices[s] / p - 1) for s, p in bookgen.start_marks().items()},
+    }
+
+
+# --- latency at a fixed tick rate -----------------------------------------------------
+
+
+async def latency(
+    shard: Shard, *, rate: float, seconds: float, sigma: float, seed: int
+) -> dict[str, Any]:
+    """Run the engine task as the daemon does and feed it ``rate`` marks a second.
+
+    Each mark is one lognormal step of one symbol (drawn uniformly), offered to
+    the MarkBook when due. Latency of an event: from the offer of the mark it
+    carries to the moment the commit that XADDed it returned (the reply of the
+    pipelined commit script, so the event is in Redis).
+    """
+    rng = random.Random(seed)
+    engine = shard.engine
+    prices = engine.live_marks()
+    symbols = sorted(prices)
+    offered: dict[tuple[str, Decimal], list[float]] = {}
+    events0 = await shard.redis.xrevrange(shard.keys.events, count=1)
+    since = events0[0][0].decode() if events0 else "0-0"
+    shard.store.record_commits = True
+    stop = asyncio.Event()
+    engine_task = asyncio.create_task(engine.run(stop))
+    sent = 0
+    lag: list[float] = []
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    while (now := time.perf_counter()) < end:
+        due = int((now - t0) * rate)
+        if due - sent > 1:
+            lag.append((due - sent) / rate)
+        while sent < due:
+            symbol = rng.choice(symbols)
+            prices[symbol] = walk_step(rng, prices[symbol], sigma)
+            shard.offer({symbol: prices[symbol]})
+            offered.setdefault((symbol, prices[symbol]), []).append(time.perf_counter())
+            sent += 1
+        await asyncio.sleep(0.0005)
+    # Let the last marks be decided.
+    await asyncio.sleep(0.2)
+    stop.set()
+    await engine_task
+    shard.store.record_commits = False
+    elapsed = time.perf_counter() - t0
+    entries = await shard.redis.xrange(shard.keys.events, min=f"({since}", max="+")
+    latencies: list[float] = []
+    unmatched = 0
+    for entry_id, fields in entries:
+        done = shard.store.committed.get(entry_id.decode())
+        symbol = fields[b"symbol"].decode()
+        price = Decimal(fields[b"mark_price"].decode())
+        times = [t for t in offered.get((symbol, price), []) if done is not None and t <= done]
+        if done is None or not times:
+            unmatched += 1
+            continue
+        latencies.append(done - times[-1])
+    shard.store.committed.clear()
+    ms = [x * 1000 for x in latencies]
+    return {
+        "rate_target": rate,
+        "marks_offered": sent,
+        "seconds": elapsed,
+        "rate_achieved": sent / seconds,
+        "sigma_per_mark": sigma,
+        "events": len(entries),
+        "events_matched": len(latencies),
+        "unmatched": unmatched,
+        "p50_ms": percentile(ms, 0.5),
+        "p90_ms": percentile(ms, 0.9),
+        "p99_ms": percentile(ms, 0.99),
+        "p999_ms": percentile(ms, 0.999),
+        "max_ms": max(ms, default=float("nan")),
+        "feed_behind_max_ms": max(lag, default=0.0) * 1000,
+    }
+
+
+# --- one tick liquidating very many -------------------------------------------------
+
+
+async def liquidated_so_far(redis: aioredis.Redis, events_key: str) -> dict[tuple[str, str], int]:
+    """(account, "CROSS") or (account, symbol) -> how many events name it."""
+    seen: Counter[tuple[str, str]] = Counter()
+    start = "-"
+    while True:
+        chunk = await redis.xrange(events_key, min=start, max="+", count=10_000)
+        for _, fields in chunk:
+            account = fields[b"account"].decode()
+            kind = fields[b"kind"].decode()
+            seen[(account, "CROSS" if kind == "CROSS" else fields[b"symbol"].decode())] += 1
+        if len(chunk) < 10_000:
+            return dict(seen)
+        start = "(" + chunk[-1][0].decode()
+
+
+def open_book(
+    book: bookgen.Book, liquidated: Mapping[tuple[str, str], int]
+) -> list[bookgen.Account]:
+    """The accounts as the daemon holds them now: liquidated legs and positions left out."""
+    out = []
+    for a in book.accounts:
+        cross = [] if (a.name, "CROSS") in liquidated else a.cross
+        iso = [p for p in a.isolated if (a.name, p.symbol) not in liquidated]
+        if cross or iso:
+            out.append(bookgen.Account(a.name, a.balance, cross, iso))
+    return out
+
+
+def crash_price(
+    accounts: Sequence[bookgen.Account], marks: Mapping[str, Decimal], symbol: str, target: int
+) -> tuple[Decimal, int]:
+    """The highest price of ``symbol`` whose tick liquidates at least ``target`` positions.
+
+    Exact: every account with a long cross leg on the symbol gets that leg's
+    liquidation price with the other legs at ``marks``, every long isolated
+    position its own; counted in positions (a cross account counts its legs).
+    """
+    models = bookgen.models()
+    prices: list[tuple[Decimal, int]] = []
+    for a in accounts:
+        leg = next((p for p in a.cross if p.symbol == symbol), None)
+        if leg is not None and leg.qty > 0:
+            liq = margin.cross_leg_liq_price(a.balance, a.cross, models, marks, symbol)
+            if liq is not None:
+                prices.append((liq, len(a.cross)))
+        for p in a.isolated:
+            if p.symbol == symbol and p.qty > 0:
+                liq = margin.isolated_liq_price(p, models[symbol])
+                if liq is not None:
+                    prices.append((liq, 1))
+    prices.sort(reverse=True)
+    count = 0
+    for price, n in prices:
+        count += n
+        if count >= target:
+            # Just below this one's price: a tick at its price might not liquidate it
+            # (the rounded-toward-the-mark bound), a hair under always does.
+            return price * (1 - Decimal("1e-9")), count
+    raise ValueError(f"only {count} positions can be liquidated by a fall of {symbol}")
+
+
+async def mass_liquidation(
+    shard: Shard, book: bookgen.Book, *, symbol: str, target: int
+) -> dict[str, Any]:
+    """One tick of ``symbol`` that liquidates at least ``target`` positions; check the events."""
+    redis = shard.redis
+    before = await liquidated_so_far(redis, shard.keys.events)
+    accounts = open_book(book, before)
+    marks = shard.engine.live_marks()
+    t0 = time.perf_counter()
+    price, planned = crash_price(accounts, marks, symbol, target)
+    prep_s = time.perf_counter() - t0
+    crashed = {**marks, symbol: price}
+    # What a full recompute says the tick must liquidate (its own check, not the daemon's).
+    expected = full_recompute(
+        [a for a in accounts if any(p.symbol == symbol for p in (*a.cross, *a.isolated))],
+        bookgen.models(), crashed,
+    )  # fmt: skip
+    n_events0 = await redis.xlen(shard.keys.events)
+    shard.store.reset_timing()
+    shard.offer({symbol: price})
+    batch = shard.marks.take()
+    t1 = time.perf_counter()
+    await shard.engine.process(batch)
+    tick_s = time.perf_counter() - t1
+    timing = dict(shard.store.timing)
+    after = await liquidated_so_far(redis, shard.keys.events)
+    new = {k for k in after if k not in before}
+    twice = sum(1 for n in after.values() if n > 1)
+    legs = {a.name: len(a.cross) for a in accounts}
+    positions = sum(legs[acct] if kind == "CROSS" else 1 for acct, kind in new)
+    return {
+        "symbol": symbol,
+        "from_price": str(marks[symbol]),
+        "to_price": str(price.quantize(Decimal("0.01"))),
+        "move": float(price / marks[symbol] - 1),
+        "target_positions": target,
+        "positions_liquidated": positions,
+        "events": await redis.xlen(shard.keys.events) - n_events0,
+        "cross_events": sum(1 for _, k in new if k == "CROSS"),
+        "isolated_events": sum(1 for _, k in new if k != "CROSS"),
+        "tick_s": tick_s,
+        "prep_s": prep_s,
+        "planned_positions": planned,
+        "store_timing": timing,
+        "engine_deferred": shard.engine.counters["decisions_deferred"],
+        "check_each_once": twice == 0,
+        "check_equals_full_recompute": new == expected,
+        "missing": len(expected - new),
+        "extra": len(new - expected),
+    }
+
+
+async def final_check(shard: Shard, book: bookgen.Book) -> dict[str, Any]:
+    """At the final marks: a full recompute over the whole book; nothing it finds is unclaimed."""
+    liquidated = await liquidated_so_far(shard.redis, shard.keys.events)
+    marks = shard.engine.live_marks()
+    t0 = time.perf_counter()
+    now = full_recompute(book.accounts, bookgen.models(), marks)
+    seconds = time.perf_counter() - t0
+    missed = now - set(liquidated)
+    return {
+        "recompute_s": seconds,
+        "liquidatable_now": len(now),
+        "liquidated_total": len(liquidated),
+        "missed": len(missed),
+        "emitted_twice": sum(1 for n in liquidated.values() if n > 1),
+        "ok": not missed and all(n == 1 for n in liquidated.values()),
+    }
