@@ -85,6 +85,7 @@ async def machine(redis: aioredis.Redis) -> dict[str, Any]:
         "python": platform.python_version(),
         "redis_version": server.get("redis_version"),
         "redis_mode": "redis-server on 127.0.0.1, no persistence",
+        "loadavg_at_start": os.getloadavg(),
     }
 
 

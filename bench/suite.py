@@ -14,7 +14,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -264,27 +264,81 @@ async def band_walk(
 # --- latency at a fixed tick rate -----------------------------------------------------
 
 
+class _Targets:
+    """Prices just past the isolated positions nearest to each symbol's mark, both ways.
+
+    Read once from the index before the run: a long's down score and a
+    short's up score are their exact liquidation prices (rounded toward the
+    mark), so a mark a hair past one liquidates that position, and whatever
+    else lies between.
+    """
+
+    def __init__(self, down: dict[str, list[float]], up: dict[str, list[float]]) -> None:
+        self.down = down
+        self.up = up
+        self.turn: Counter[str] = Counter()
+
+    @classmethod
+    async def read(cls, shard: Shard, symbols: Sequence[str], depth: int) -> _Targets:
+        pipe = shard.redis.pipeline(transaction=False)
+        for s in symbols:
+            pipe.zrevrangebyscore(shard.keys.index(s, "down"), "+inf", "-inf", start=0,
+                                  num=depth, withscores=True)  # fmt: skip
+            pipe.zrangebyscore(shard.keys.index(s, "up"), "-inf", "+inf", start=0, num=depth,
+                               withscores=True)  # fmt: skip
+        replies = await pipe.execute()
+        down, up = {}, {}
+        for i, s in enumerate(symbols):
+            down[s] = [sc for m, sc in replies[2 * i] if m.startswith(b"I|") and sc < math.inf]
+            up[s] = [sc for m, sc in replies[2 * i + 1] if m.startswith(b"I|")]
+        return cls(down, up)
+
+    def next_price(self, symbol: str, mark: Decimal) -> Decimal | None:
+        """The price just past the next isolated trigger, alternately below and above."""
+        self.turn[symbol] += 1
+        below = self.turn[symbol] % 2 == 1
+        scores = self.down[symbol] if below else self.up[symbol]
+        while scores:
+            score = Decimal(repr(scores.pop(0)))
+            if (score < mark) if below else (score > mark):
+                past = score * (1 - Decimal("1e-7") if below else 1 + Decimal("1e-7"))
+                step = Decimal(1).scaleb(past.adjusted() - 9)
+                return past.quantize(step, rounding=ROUND_FLOOR if below else ROUND_CEILING)
+        return None
+
+
 async def latency(
-    shard: Shard, *, rate: float, seconds: float, sigma: float, seed: int
+    shard: Shard,
+    *,
+    rate: float,
+    seconds: float,
+    sigma: float,
+    seed: int,
+    target_every: int = 0,
 ) -> dict[str, Any]:
     """Run the engine task as the daemon does and feed it ``rate`` marks a second.
 
     Each mark is one lognormal step of one symbol (drawn uniformly), offered to
-    the MarkBook when due. Latency of an event: from the offer of the mark it
-    carries to the moment the commit that XADDed it returned (the reply of the
-    pipelined commit script, so the event is in Redis).
+    the MarkBook when due; with ``target_every``, every so many marks is
+    instead a move of a symbol just past its next isolated position's
+    liquidation price (alternately down and up), so that events come at a
+    steady pace. Latency of an event: from the offer of the mark it carries to
+    the moment the commit that XADDed it returned (the reply of the pipelined
+    commit script, so the event is in Redis).
     """
     rng = random.Random(seed)
     engine = shard.engine
     prices = engine.live_marks()
     symbols = sorted(prices)
+    depth = int(rate * seconds / max(target_every, 1) / len(symbols)) * 2 + 50
+    targets = await _Targets.read(shard, symbols, depth) if target_every else None
     offered: dict[tuple[str, Decimal], list[float]] = {}
     events0 = await shard.redis.xrevrange(shard.keys.events, count=1)
     since = events0[0][0].decode() if events0 else "0-0"
     shard.store.record_commits = True
     stop = asyncio.Event()
     engine_task = asyncio.create_task(engine.run(stop))
-    sent = 0
+    sent = targeted = 0
     lag: list[float] = []
     t0 = time.perf_counter()
     end = t0 + seconds
@@ -294,7 +348,11 @@ async def latency(
             lag.append((due - sent) / rate)
         while sent < due:
             symbol = rng.choice(symbols)
-            prices[symbol] = walk_step(rng, prices[symbol], sigma)
+            price = None
+            if targets is not None and sent % target_every == 0:
+                price = targets.next_price(symbol, prices[symbol])
+                targeted += price is not None
+            prices[symbol] = price or walk_step(rng, prices[symbol], sigma)
             shard.offer({symbol: prices[symbol]})
             offered.setdefault((symbol, prices[symbol]), []).append(time.perf_counter())
             sent += 1
@@ -325,6 +383,7 @@ async def latency(
         "seconds": elapsed,
         "rate_achieved": sent / seconds,
         "sigma_per_mark": sigma,
+        "targeted_marks": targeted,
         "events": len(entries),
         "events_matched": len(latencies),
         "unmatched": unmatched,
