@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, given, note, seed, settings
 from hypothesis import strategies as st
 
 from state import margin
@@ -29,6 +29,7 @@ many = settings(
 @many
 @given(isolated_positions(), models)
 def test_isolated_price_is_the_boundary(position: Position, model: MaintenanceModel) -> None:
+    note(f"hypothesis seed: {PROPERTY_SEED} (tests/test_margin_properties.py)")
     health = margin.isolated_health
     p = margin.isolated_liq_price(position, model)
     if p is None:
@@ -56,6 +57,7 @@ def test_isolated_price_is_the_boundary(position: Position, model: MaintenanceMo
 def test_isolated_triggers_are_never_late(
     position: Position, model: MaintenanceModel, factors: list[Decimal]
 ) -> None:
+    note(f"hypothesis seed: {PROPERTY_SEED} (tests/test_margin_properties.py)")
     triggers = margin.isolated_triggers(position, model)
     probes = [position.entry_price * f for f in factors]
     for t in (triggers.down, triggers.up):
@@ -77,6 +79,7 @@ def test_higher_leverage_never_moves_price_away_from_entry(
     lev_b: Decimal,
     model: MaintenanceModel,
 ) -> None:
+    note(f"hypothesis seed: {PROPERTY_SEED} (tests/test_margin_properties.py)")
     lo, hi = sorted((lev_a, lev_b))
     qty = size * sign
 
@@ -98,6 +101,7 @@ def test_higher_leverage_never_moves_price_away_from_entry(
 @many
 @given(isolated_positions(), models)
 def test_score_is_never_late(position: Position, model: MaintenanceModel) -> None:
+    note(f"hypothesis seed: {PROPERTY_SEED} (tests/test_margin_properties.py)")
     triggers = margin.isolated_triggers(position, model)
     for p, down in ((triggers.down, True), (triggers.up, False)):
         if p is None:
@@ -113,6 +117,7 @@ def test_score_is_never_late(position: Position, model: MaintenanceModel) -> Non
 @many
 @given(dec("0.000001", "1000000000", 6))
 def test_mark_bound_never_misses(mark: Decimal) -> None:
+    note(f"hypothesis seed: {PROPERTY_SEED} (tests/test_margin_properties.py)")
     assert D(margin.mark_bound(mark, down=True)) <= mark
     assert D(margin.mark_bound(mark, down=False)) >= mark
 
@@ -144,6 +149,7 @@ def cross_accounts(
 )  # fmt: skip
 @given(cross_accounts(), st.data())
 def test_band_soundness(account, data) -> None:
+    note(f"hypothesis seed: {PROPERTY_SEED} (tests/test_margin_properties.py)")
     balance, legs, mdl, marks = account
     bands = margin.trigger_bands(balance, legs, mdl, marks)
     for _ in range(10):
@@ -174,6 +180,7 @@ def test_band_soundness(account, data) -> None:
 @given(cross_accounts())
 def test_bands_use_the_whole_slack(account) -> None:
     """Every leg at its trigger at once leaves (almost) no health: the bands are tight."""
+    note(f"hypothesis seed: {PROPERTY_SEED} (tests/test_margin_properties.py)")
     balance, legs, mdl, marks = account
     bands = margin.trigger_bands(balance, legs, mdl, marks)
     near = [b.down if leg.qty > 0 else b.up for leg, b in zip(legs, bands, strict=True)]
