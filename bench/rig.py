@@ -15,7 +15,7 @@ import os
 import platform
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -105,7 +105,7 @@ class TimedStore(Store):
 
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         super().__init__(redis, keys)
-        self.timing: Counter[str] = Counter()
+        self.timing: defaultdict[str, float] = defaultdict(float)
         # entry id of an event -> perf_counter when the commit that XADDed it returned.
         self.committed: dict[str, float] = {}
         self.record_commits = False

@@ -333,8 +333,8 @@ async def latency(
     depth = int(rate * seconds / max(target_every, 1) / len(symbols)) * 2 + 50
     targets = await _Targets.read(shard, symbols, depth) if target_every else None
     offered: dict[tuple[str, Decimal], list[float]] = {}
-    events0 = await shard.redis.xrevrange(shard.keys.events, count=1)
-    since = events0[0][0].decode() if events0 else "0-0"
+    last = await events(shard.redis, shard.keys.events, "-", count=None, newest=True)
+    since = last[0][0] if last else "0-0"
     shard.store.record_commits = True
     stop = asyncio.Event()
     engine_task = asyncio.create_task(engine.run(stop))
@@ -363,13 +363,13 @@ async def latency(
     await engine_task
     shard.store.record_commits = False
     elapsed = time.perf_counter() - t0
-    entries = await shard.redis.xrange(shard.keys.events, min=f"({since}", max="+")
+    entries = await events(shard.redis, shard.keys.events, f"({since}")
     latencies: list[float] = []
     unmatched = 0
     for entry_id, fields in entries:
-        done = shard.store.committed.get(entry_id.decode())
-        symbol = fields[b"symbol"].decode()
-        price = Decimal(fields[b"mark_price"].decode())
+        done = shard.store.committed.get(entry_id)
+        symbol = fields["symbol"]
+        price = Decimal(fields["mark_price"])
         times = [t for t in offered.get((symbol, price), []) if done is not None and t <= done]
         if done is None or not times:
             unmatched += 1
@@ -399,19 +399,31 @@ async def latency(
 # --- one tick liquidating very many -------------------------------------------------
 
 
+async def events(
+    redis: aioredis.Redis, key: str, start: str, *, count: int | None = None, newest: bool = False
+) -> list[tuple[str, dict[str, str]]]:
+    """Stream entries from ``start`` on (or the newest ``count``), decoded."""
+    if newest:
+        raw: Any = await redis.xrevrange(key, count=count or 1)
+    else:
+        raw = await redis.xrange(key, min=start, max="+", count=count)
+    return [
+        (eid.decode(), {k.decode(): v.decode() for k, v in fields.items()}) for eid, fields in raw
+    ]
+
+
 async def liquidated_so_far(redis: aioredis.Redis, events_key: str) -> dict[tuple[str, str], int]:
     """(account, "CROSS") or (account, symbol) -> how many events name it."""
     seen: Counter[tuple[str, str]] = Counter()
     start = "-"
     while True:
-        chunk = await redis.xrange(events_key, min=start, max="+", count=10_000)
+        chunk = await events(redis, events_key, start, count=10_000)
         for _, fields in chunk:
-            account = fields[b"account"].decode()
-            kind = fields[b"kind"].decode()
-            seen[(account, "CROSS" if kind == "CROSS" else fields[b"symbol"].decode())] += 1
+            kind = fields["kind"]
+            seen[(fields["account"], "CROSS" if kind == "CROSS" else fields["symbol"])] += 1
         if len(chunk) < 10_000:
             return dict(seen)
-        start = "(" + chunk[-1][0].decode()
+        start = "(" + chunk[-1][0]
 
 
 def open_book(
