@@ -7,6 +7,7 @@ by themselves after a Redis restart (NOSCRIPT), in pipelines too.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -14,6 +15,7 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from state.account import AccountState
 from state.changes import ChangeSet
@@ -21,6 +23,7 @@ from state.errors import StoreError
 from state.keys import Keys
 
 _COMMIT_LUA = resources.files("state").joinpath("lua/commit.lua").read_text()
+_TICK_LUA = resources.files("state").joinpath("lua/tick.lua").read_text()
 
 # Renew the lease only if we still hold it: a compare-and-expire, so an
 # instance whose lease lapsed can never extend the new holder's lease.
@@ -63,15 +66,58 @@ def _result(raw: Sequence[Any]) -> CommitResult:
     return CommitResult(outcome, int(version or 0), text(raw[2]) if len(raw) > 2 else "")
 
 
+class _Script:
+    """A Lua script called by EVALSHA, loaded again when Redis has lost it (NOSCRIPT).
+
+    redis-py's own Script objects check SCRIPT EXISTS in a round trip of
+    their own before every pipeline; this keeps a pipeline one round trip.
+    """
+
+    def __init__(self, redis: aioredis.Redis, source: str) -> None:
+        self.redis = redis
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def many(self, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """Run the script once per (keys, args), pipelined, in order."""
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            for i in todo:
+                keys, args = calls[i]
+                pipe.evalsha(self.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+            missing = []
+            for i, reply in zip(todo, replies, strict=True):
+                if isinstance(reply, NoScriptError) and attempt == 0:
+                    missing.append(i)
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    results[i] = reply
+            if not missing:
+                break
+            # A restarted Redis: nothing of these ran; load the script and rerun them.
+            await self.redis.script_load(self.source)
+            todo = missing
+        return results
+
+    async def one(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run the script once."""
+        return (await self.many([(keys, args)]))[0]
+
+
 class Store:
     """liqwatch's state in Redis, for one shard."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._commit = redis.register_script(_COMMIT_LUA)
-        self._renew = redis.register_script(_RENEW_LUA)
-        self._release = redis.register_script(_RELEASE_LUA)
+        self._commit = _Script(redis, _COMMIT_LUA)
+        self._tick = _Script(redis, _TICK_LUA)
+        self._renew = _Script(redis, _RENEW_LUA)
+        self._release = _Script(redis, _RELEASE_LUA)
 
     async def load(self, account: str) -> AccountState:
         """Read one account (an empty one if Redis has none)."""
@@ -110,53 +156,51 @@ class Store:
 
     async def commit(self, change: ChangeSet) -> CommitResult:
         """Apply one change set atomically."""
-        raw = await self._commit(keys=change.keys, args=[change.argument()])
-        return _result(raw)
+        return _result(await self._commit.one(change.keys, [change.argument()]))
 
     async def commit_many(self, changes: Sequence[ChangeSet]) -> list[CommitResult]:
         """Apply several independent change sets in one pipelined round trip."""
         if not changes:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for change in changes:
-            await self._commit(keys=change.keys, args=[change.argument()], client=pipe)
-        return [_result(raw) for raw in await pipe.execute()]
+        raw = await self._commit.many([(c.keys, [c.argument()]) for c in changes])
+        return [_result(r) for r in raw]
 
     async def acquire_lease(self, owner: str, ttl_ms: int) -> bool:
         """Take the input lease if it is free, or renew it if it is ours."""
         key = self.keys.input_lease
-        if await self._renew(keys=[key], args=[owner, ttl_ms]):
+        if await self._renew.one([key], [owner, ttl_ms]):
             return True
         return bool(await self.redis.set(key, owner, nx=True, px=ttl_ms))
 
     async def release_lease(self, owner: str) -> None:
         """Give the lease up at shutdown so another instance need not wait for it to lapse."""
-        await self._release(keys=[self.keys.input_lease], args=[owner])
+        await self._release.one([self.keys.input_lease], [owner])
 
     async def record_and_query(
         self,
         marks: Sequence[tuple[str, Decimal, int, int, str]],
         queries: Sequence[tuple[str, float, float]],
     ) -> list[tuple[list[bytes], list[bytes]]]:
-        """Record marks for operators and query the index, in one round trip.
+        """Record marks for operators and query the index, in one command.
 
-        ``marks``: (symbol, price, venue_ts, recv_ms, status). ``queries``:
-        (symbol, down_bound, up_bound); each answer holds the members of the
-        down set scored >= down_bound and of the up set scored <= up_bound.
+        ``marks``: (symbol, price, venue_ts, recv_ms, status), and ``queries``
+        (symbol, down_bound, up_bound) for the same symbols in the same order;
+        each answer holds the members of the down set scored >= down_bound
+        and of the up set scored <= up_bound.
         """
-        pipe = self.redis.pipeline(transaction=False)
-        for symbol, price, venue_ts, recv_ms, status in marks:
-            pipe.hset(
-                self.keys.mark(symbol),
-                mapping={
-                    "price": str(price), "venue_ts": venue_ts, "recv_ms": recv_ms,
-                    "status": status,
-                },
-            )  # fmt: skip
-        for symbol, down_bound, up_bound in queries:
-            pipe.zrangebyscore(self.keys.index(symbol, "down"), down_bound, "+inf")
-            pipe.zrangebyscore(self.keys.index(symbol, "up"), "-inf", up_bound)
-        replies = (await pipe.execute())[len(marks) :]
+        if not queries:
+            return []
+        keys: list[str] = []
+        args: list[str | int] = []
+        for (symbol, price, venue_ts, recv_ms, status), (q_symbol, down, up) in zip(
+            marks, queries, strict=True
+        ):
+            if symbol != q_symbol:
+                raise ValueError(f"marks and queries out of step: {symbol} != {q_symbol}")
+            keys += [self.keys.mark(symbol), self.keys.index(symbol, "down"),
+                     self.keys.index(symbol, "up")]  # fmt: skip
+            args += [str(price), venue_ts, recv_ms, status, repr(down), repr(up)]
+        replies = await self._tick.one(keys, args)
         return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(queries))]
 
     async def set_mark_status(self, symbol: str, status: str) -> None:
