@@ -19,6 +19,9 @@ from state.models import MarginMode, Market
 ACCOUNT_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_DECIMAL_CHARS = 64
+# Magnitudes money and sizes can take: from 1e-18 up to below 1e19.
+MIN_EXPONENT = -18
+MAX_EXPONENT = 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,9 @@ def _decimal(data: dict[str, Any], name: str) -> Decimal:
         result = None
     if result is None or not result.is_finite() or "_" in text:
         raise InputError(f"{name}: not a finite decimal: {text!r}")
+    if result and not MIN_EXPONENT <= result.adjusted() <= MAX_EXPONENT:
+        # 1e999999999 is a finite Decimal, and poison for the margin math.
+        raise InputError(f"{name}: out of range (1e{MIN_EXPONENT} to 1e{MAX_EXPONENT}): {text!r}")
     return result
 
 

@@ -150,13 +150,24 @@ def plan_inputs(
         except InputError as exc:
             rejected.append((i, exc))
             continue
+        except (ArithmeticError, MarginError) as exc:
+            # Valid on its face, but the math cannot take it: set it aside.
+            rejected.append((i, InputError(f"cannot be priced: {exc!r}")))
+            continue
         cs.absorb(part)
         reband = reband or needs_bands
         applied.append(i)
     if not applied:
         return InputPlan(None, state, applied, duplicates, rejected)
     if reband:
-        index_cross(cs, rules, current, marks)
+        try:
+            index_cross(cs, rules, current, marks)
+        except (ArithmeticError, MarginError):
+            # Bands cannot be had for this state: look at it on every tick;
+            # the engine sets it aside if it cannot decide it either.
+            for leg in current.cross_legs:
+                member = index_member(MarginMode.CROSS, state.account)
+                cs.zadd(rules.keys.index(leg.symbol, "down"), ALWAYS_DOWN, member)
     cs.set_seq(current.seq or 0).bump(len(applied))
     current = replace(current, version=state.version + len(applied))
     return InputPlan(cs, current, applied, duplicates, rejected)

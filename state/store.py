@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
@@ -165,12 +165,16 @@ class Store:
         raw = await self._commit.many([(c.keys, [c.argument()]) for c in changes])
         return [_result(r) for r in raw]
 
-    async def acquire_lease(self, owner: str, ttl_ms: int) -> bool:
-        """Take the input lease if it is free, or renew it if it is ours."""
+    async def acquire_lease(self, owner: str, ttl_ms: int) -> Literal["renewed", "acquired", ""]:
+        """Renew the input lease if it is ours, else take it if it is free; "" if neither.
+
+        "acquired" means it was not ours a moment ago, even if we held it
+        before: whoever held it in between may have left entries pending.
+        """
         key = self.keys.input_lease
         if await self._renew.one([key], [owner, ttl_ms]):
-            return True
-        return bool(await self.redis.set(key, owner, nx=True, px=ttl_ms))
+            return "renewed"
+        return "acquired" if await self.redis.set(key, owner, nx=True, px=ttl_ms) else ""
 
     async def release_lease(self, owner: str) -> None:
         """Give the lease up at shutdown so another instance need not wait for it to lapse."""

@@ -219,3 +219,40 @@ async def test_an_unreadable_account_stops_nobody_else(h: Harness) -> None:
     (event,) = await h.events()
     assert event["account"] == "GOOD"
     assert not h.daemons[0][2].done()
+
+
+async def test_poison_magnitudes_are_dead_lettered_and_stop_nothing(h: Harness) -> None:
+    keys = h.daemon.store.keys
+    for qty, entry in (("1e999999999", "3000"), ("1", "1e500000"), ("1e-30", "3000")):
+        for mode in ("ISOLATED", "CROSS"):
+            msg = {"type": "position", "account": "P", "symbol": ETH, "margin_mode": mode,
+                   "qty": qty, "entry_price": entry, "leverage": "10"}  # fmt: skip
+            await h.send(msg)
+    await h.drained()
+    dead = await h.dead()
+    assert len(dead) == 6
+    assert all("out of range" in d["reason"] for d in dead)
+    # Something the math cannot take that got into Redis anyway (by hand, or by an
+    # older version): the engine sets that account aside and decides everyone else.
+    await h.send({"type": "position", "account": "OK", "symbol": ETH,
+                  "margin_mode": "ISOLATED", "qty": "1", "entry_price": "3000",
+                  "margin": "300"})  # fmt: skip
+    await h.drained()
+    poison = b'{"qty":"1E+999999999","entry_price":"3000","margin":"1","status":"OPEN"}'
+    await h.redis.hset(keys.positions("BAD"), "ISOLATED|PERP_ETH_USDC", poison)
+    await h.redis.zadd(keys.index(ETH, "down"), {"I|BAD": float("inf")})
+    with capture_logs() as logs:
+        await h.tick({ETH: "2700"})
+    (event,) = await h.events()
+    assert event["account"] == "OK"
+    assert any(e["event"] == "account.undecidable" for e in logs)
+    assert not h.daemons[0][2].done()
+
+
+def test_input_batch_is_capped() -> None:
+    from tests.harness import settings_for
+    from watcher.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"daemon\.input_batch"):
+        settings_for("redis://127.0.0.1:1/0", "ws://127.0.0.1:1", [ETH],
+                     extra="input_batch = 100000")  # fmt: skip

@@ -284,3 +284,27 @@ async def test_jump_guard_holds_a_spike_and_acts_on_a_confirmed_move(redis_serve
         (event,) = await h.events()
         assert D(event["mark_price"]) == 2001
         assert [e["event"] for e in logs].count("price.jump_held") == 2
+
+
+async def test_a_symbol_live_and_stale_again_within_one_batch_is_not_acted_on(redis_client):
+    """A symbol whose first mark after STALE is followed by silence longer than
+    stale_after, all while the engine was busy, must not stay LIVE in its eyes."""
+    from state.keys import Keys
+    from state.models import MarkPrice
+    from state.plan import Rules
+    from state.store import Store
+    from watcher.engine import Engine
+    from watcher.feeds.book import MarkBook
+
+    now = [100.0]
+    book = MarkBook({ETH: 1.0})
+    keys = Keys("t")
+    engine = Engine(Store(redis_client, keys), Rules(keys, {}), book, clock=lambda: now[0])
+    book.offer(MarkPrice(ETH, D(3000), 1, now[0], "feed"))
+    await engine.process(book.take())
+    assert engine.live_marks() == {ETH: D(3000)}
+    now[0] += 5.0  # a long batch, then silence: no check_staleness ran in between
+    assert engine.live_marks() == {}
+    await engine.check_staleness()
+    assert ETH in engine.stale
+    assert await redis_client.hget(keys.mark(ETH), "status") == b"STALE"

@@ -48,11 +48,11 @@ async def test_guards_are_checked_before_any_write(redis_client: aioredis.Redis)
 
 async def test_lease_is_exclusive_and_renewed_only_by_its_holder(redis_client) -> None:
     store = Store(redis_client, KEYS)
-    assert await store.acquire_lease("one", 200)
+    assert await store.acquire_lease("one", 200) == "acquired"
     assert not await store.acquire_lease("two", 200)
-    assert await store.acquire_lease("one", 200)  # renewal
+    assert await store.acquire_lease("one", 200) == "renewed"
     await asyncio.sleep(0.3)
-    assert await store.acquire_lease("two", 200)  # lapsed: taken over
+    assert await store.acquire_lease("two", 200) == "acquired"  # lapsed: taken over
     await store.release_lease("one")  # not ours any more: a no-op
     assert await redis_client.get(KEYS.input_lease) == b"two"
     await store.release_lease("two")
@@ -90,3 +90,69 @@ async def test_pending_input_is_taken_over_in_order(redis_client: aioredis.Redis
     assert account[b"seq"] == b"5"
     assert account[b"version"] == b"5"  # every entry applied once, none twice
     assert second.counters["input_applied"] == 5
+
+
+def balance_msg(seq: int, amount: str) -> bytes:
+    return orjson.dumps({"type": "balance", "account": "A", "balance": amount, "seq": seq})
+
+
+def consumer(redis_client: aioredis.Redis, owner: str) -> InputConsumer:
+    return InputConsumer(
+        Store(redis_client, KEYS), Rules(KEYS, MARKETS), owner=owner, live_marks=dict,
+        generation=lambda: 0, nudge=lambda _: None, lease_ttl=5.0, block=0.01,
+    )  # fmt: skip
+
+
+async def drain(redis_client: aioredis.Redis, c: InputConsumer) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(c.run(stop))
+    async with asyncio.timeout(5):
+        while (await redis_client.xpending(KEYS.input, GROUP))["pending"] or (
+            await redis_client.hget(KEYS.account("A"), "seq")
+        ) != b"2":
+            await asyncio.sleep(0.02)
+    stop.set()
+    await task
+
+
+async def test_a_lease_won_back_takes_over_what_another_holder_left(redis_client) -> None:
+    a, b = consumer(redis_client, "A"), consumer(redis_client, "B")
+    await a.ensure_group()
+    assert await a.store.acquire_lease("A", 5000) == "acquired"
+    a.leader = True
+    await redis_client.delete(KEYS.input_lease)  # A stalls past its TTL
+    await redis_client.xadd(KEYS.input, {"msg": balance_msg(1, "100")})
+    await redis_client.xadd(KEYS.input, {"msg": balance_msg(2, "200")})
+    assert await b.store.acquire_lease("B", 5000) == "acquired"
+    b.batch = 1
+    assert len(await b._read(">")) == 1  # B reads seq 1, then dies
+    await redis_client.delete(KEYS.input_lease)
+    await drain(redis_client, a)  # A wins the lease back: it must take B's entry over
+    account = await redis_client.hgetall(KEYS.account("A"))
+    assert account[b"balance"] == b"200"
+    assert account[b"version"] == b"2"  # seq 1 applied, then seq 2: none skipped
+    assert a.counters["input_duplicates"] == 0
+
+
+async def test_a_lost_read_reply_cannot_reorder_input(redis_client) -> None:
+    c = consumer(redis_client, "C")
+    await c.ensure_group()
+    await redis_client.xadd(KEYS.input, {"msg": balance_msg(1, "100")})
+    await redis_client.xadd(KEYS.input, {"msg": balance_msg(2, "200")})
+    c.batch = 1
+    read = c._read
+    lost = True
+
+    async def lossy(start: str):  # the client library's retry after a lost reply
+        nonlocal lost
+        if start == ">" and lost:
+            lost = False
+            await read(">")  # delivered seq 1, but the reply never reached us
+        return await read(start)
+
+    c._read = lossy  # type: ignore[method-assign]
+    await drain(redis_client, c)
+    account = await redis_client.hgetall(KEYS.account("A"))
+    assert account[b"balance"] == b"200"
+    assert account[b"version"] == b"2"
+    assert c.counters["input_duplicates"] == 0

@@ -30,6 +30,7 @@ REDIS_URL_ENV = "LIQWATCH_REDIS_URL"
 # A mark more than 25% away from the last accepted one waits for the next
 # tick to confirm it; 0 in the config turns the guard off.
 DEFAULT_JUMP_BAND = 0.25
+MAX_INPUT_BATCH = 2000
 
 
 class ConfigError(LiqwatchError):
@@ -117,6 +118,11 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
     ):  # fmt: skip
         if name in daemon:
             kwargs[name] = _positive(daemon, name, "daemon", kind)
+    if kwargs.get("input_batch", 0) > MAX_INPUT_BATCH:
+        # One commit acknowledges up to a batch of entries as script arguments.
+        raise ConfigError(
+            f"daemon.input_batch: at most {MAX_INPUT_BATCH}, got {kwargs['input_batch']}"
+        )
     if "instance" in daemon:
         kwargs["instance"] = _str(daemon, "instance", "daemon")
     if "log_format" in daemon:

@@ -90,12 +90,15 @@ class InputConsumer:
         await self.ensure_group()
         try:
             while not stop.is_set():
-                if not await self.store.acquire_lease(self.owner, self.lease_ttl_ms):
+                lease = await self.store.acquire_lease(self.owner, self.lease_ttl_ms)
+                if not lease:
                     if self.leader:
                         self._lost()
                     await asyncio.sleep(self.lease_ttl_ms / 3000)
                     continue
-                if not self.leader:
+                if lease == "acquired":
+                    # Freshly ours, even if we held it before a stall: whoever
+                    # held it in between may have left entries pending.
                     self.leader = True
                     self._log.info("input.lease_acquired")
                     await self._take_over_pending()
@@ -126,10 +129,17 @@ class InputConsumer:
                 return
 
     async def step(self) -> int:
-        """Read and apply one batch (our pending entries first); return how many."""
+        """Apply one batch from our pending list, filling it from the stream first if empty.
+
+        Entries are only ever applied as read back from the pending list, in
+        ID order: if the reply to the ``>`` read is lost and the client's
+        retry delivers the next entries, the first ones are still applied
+        first.
+        """
         entries = await self._read("0")
         if not entries:
-            entries = await self._read(">")
+            await self._read(">")
+            entries = await self._read("0")
         if entries:
             await self.apply(entries)
         return len(entries)
@@ -188,9 +198,11 @@ class InputConsumer:
         results = await self.store.commit_many([cs for cs, _, _, _ in commits])
         to_nudge: list[str] = []
         redo: list[_Entry] = []
+        lease_lost = False
         for (_, _account, taken, plan), result in zip(commits, results, strict=True):
             if result.outcome == "LEASE":
-                raise LeaseLost
+                lease_lost = True
+                continue
             if result.outcome == "CONFLICT":
                 redo += taken
                 continue
@@ -205,6 +217,8 @@ class InputConsumer:
                 to_nudge.append(plan.after.account)
         if to_nudge:
             self.nudge(to_nudge)
+        if lease_lost:
+            raise LeaseLost
         if redo:
             # A claim (or a lapsed-lease holder) changed these accounts meanwhile:
             # re-read and re-plan them, in stream order.

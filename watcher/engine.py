@@ -21,7 +21,7 @@ import structlog
 from state import margin
 from state.account import AccountState, Status
 from state.changes import ChangeSet
-from state.errors import StoreError
+from state.errors import MarginError, StoreError
 from state.keys import split_index_member
 from state.models import MarginMode, MarkPrice
 from state.plan import Rules, decide_cross, decide_isolated
@@ -71,8 +71,13 @@ class Engine:
         self._log = structlog.get_logger().bind(component="engine")
 
     def live_marks(self) -> dict[str, Decimal]:
-        """The latest processed price of every LIVE symbol."""
-        return {s: m.price for s, m in self.marks.items() if s not in self.stale}
+        """The latest processed price of every symbol LIVE right now."""
+        now = self.clock()
+        return {
+            s: m.price
+            for s, m in self.marks.items()
+            if s not in self.stale and self.book.status(s, now) is SymbolStatus.LIVE
+        }
 
     def nudge(self, accounts: Iterable[str]) -> None:
         """Ask for these accounts to be decided at the current marks on the next pass."""
@@ -92,15 +97,23 @@ class Engine:
 
     def _next_wait(self) -> float:
         wait = self.idle_check
-        deadline = self.book.next_stale_at()
+        now = self.clock()
+        deadline = self.book.next_stale_at(now)
         if deadline is not None:
-            wait = min(wait, max(0.0, deadline - self.clock()))
+            # Just past it, so the symbol is STALE when we look.
+            wait = min(wait, max(0.0, deadline - now) + 0.001)
         return wait
 
     async def check_staleness(self) -> None:
-        """Turn symbols STALE (or LIVE again) and tell operators."""
-        for symbol, status in self.book.check_staleness(self.clock()):
-            if status is SymbolStatus.STALE:
+        """Turn symbols without a fresh mark STALE, and tell operators once each time.
+
+        Compared with the engine's own view, not with transitions the book
+        reported, so a symbol that went LIVE and STALE again within one long
+        batch is still caught.
+        """
+        now = self.clock()
+        for symbol in self.book.symbols - self.stale:
+            if self.book.status(symbol, now) is SymbolStatus.STALE:
                 self.stale.add(symbol)
                 age = self._age(symbol)
                 self._log.warning("feed.stale", symbol=symbol, last_tick_age_s=age)
@@ -178,10 +191,18 @@ class Engine:
                 del pending[account]
             planned: list[tuple[str, tuple[str, str], ChangeSet, dict[str, str] | None]] = []
             live = self.live_marks()
-            for account, w in pending.items():
+            for account, w in list(pending.items()):
                 if account in nudged:
                     self._add_nudged(w, states[account], live)
-                planned += [(account, *p) for p in self._plan(states[account], w, live)]
+                try:
+                    planned += [(account, *p) for p in self._plan(states[account], w, live)]
+                except (ArithmeticError, MarginError) as exc:
+                    # Data the math cannot take (it passed input validation
+                    # before the bounds were tightened, or was written by
+                    # hand): set aside, loudly, so everyone else is decided.
+                    self.counters["accounts_undecidable"] += 1
+                    self._log.error("account.undecidable", account=account, error=repr(exc))
+                    del pending[account]
             nudged = set()
             results = await self.store.commit_many([cs for _, _, cs, _ in planned])
             for (account, item, _, event), result in zip(planned, results, strict=True):

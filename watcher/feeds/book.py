@@ -226,12 +226,21 @@ class MarkBook:
                 changes.append((symbol, current))
         return changes
 
-    def next_stale_at(self) -> float | None:
-        """Return when the first symbol reported LIVE will turn STALE if nothing arrives."""
+    def next_stale_at(self, now: float | None = None) -> float | None:
+        """Return when the first LIVE symbol will turn STALE if nothing arrives.
+
+        With ``now``: of the symbols LIVE at ``now``; without: of those
+        :meth:`check_staleness` last reported LIVE.
+        """
         deadlines = [
             slot.mark.recv_ts + slot.stale_after
             for slot in self._slots.values()
-            if slot.mark is not None and slot.reported is SymbolStatus.LIVE
+            if slot.mark is not None
+            and (
+                slot.reported is SymbolStatus.LIVE
+                if now is None
+                else slot.mark.recv_ts + slot.stale_after >= now
+            )
         ]
         return min(deadlines, default=None)
 
