@@ -136,7 +136,7 @@ class TimedStore(Store):
 
     async def record_and_query(
         self,
-        marks: Sequence[tuple[str, Decimal, int, int, str]],
+        marks: Sequence[tuple[str, Decimal, int, int, str, str]],
         queries: Sequence[tuple[str, float, float]],
     ) -> list[tuple[list[bytes], list[bytes]]]:
         t0 = time.perf_counter()

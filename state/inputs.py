@@ -122,9 +122,10 @@ def _account(data: dict[str, Any]) -> str:
 
 def _seq(data: dict[str, Any]) -> int:
     seq = data.get("seq")
-    if isinstance(seq, str) and seq.isascii() and seq.isdigit() and len(seq) <= 40:
+    if isinstance(seq, str) and seq.isascii() and seq.isdigit():
+        # Any size (Orderly's pass 2^53); the message size bounds the digits.
         seq = int(seq)
-    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 10**40:
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
         raise InputError(f"seq: must be a non-negative integer, got {data.get('seq')!r}")
     return seq
 

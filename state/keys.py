@@ -9,7 +9,7 @@ outside a shard is the process heartbeat, ``<prefix>:health`` (CONTRACT.md).
   and ``lev|<MODE>|<symbol>`` leverage settings.
 - ``P:{s}:pos:<account>`` hash: ``<MODE>|<symbol>`` -> position JSON
   (qty, entry_price, margin, leverage, status, liq_id).
-- ``P:{s}:mark:<symbol>`` hash: price, venue_ts, recv_ms, status (LIVE/STALE), venue.
+- ``P:{s}:mark:<symbol>`` hash: price, venue_ts, recv_ms, status (LIVE/STALE), source.
 - ``P:{s}:idx:<symbol>:down`` and ``:up`` zsets: ``C|<account>`` (a cross
   leg) or ``I|<account>`` (an isolated position) scored by trigger price; a
   member of ``down`` is looked at when the mark falls to its score or below

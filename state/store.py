@@ -34,6 +34,16 @@ end
 return 0
 """
 
+# Delete the heartbeat only if this instance wrote it: with several instances
+# on one Redis, one stopping must not make the others look dead.
+_DROP_HEARTBEAT_LUA = """
+local beat = redis.call('GET', KEYS[1])
+if beat and cjson.decode(beat).instance == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 # Delete the lease only if it is still ours (compare-and-delete).
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -118,6 +128,7 @@ class Store:
         self._tick = _Script(redis, _TICK_LUA)
         self._renew = _Script(redis, _RENEW_LUA)
         self._release = _Script(redis, _RELEASE_LUA)
+        self._drop_heartbeat = _Script(redis, _DROP_HEARTBEAT_LUA)
 
     async def load(self, account: str) -> AccountState:
         """Read one account (an empty one if Redis has none)."""
@@ -182,12 +193,12 @@ class Store:
 
     async def record_and_query(
         self,
-        marks: Sequence[tuple[str, Decimal, int, int, str]],
+        marks: Sequence[tuple[str, Decimal, int, int, str, str]],
         queries: Sequence[tuple[str, float, float]],
     ) -> list[tuple[list[bytes], list[bytes]]]:
         """Record marks for operators and query the index, in one command.
 
-        ``marks``: (symbol, price, venue_ts, recv_ms, status), and ``queries``
+        ``marks``: (symbol, price, venue_ts, recv_ms, status, source), and ``queries``
         (symbol, down_bound, up_bound) for the same symbols in the same order;
         each answer holds the members of the down set scored >= down_bound
         and of the up set scored <= up_bound.
@@ -196,20 +207,24 @@ class Store:
             return []
         keys: list[str] = []
         args: list[str | int] = []
-        for (symbol, price, venue_ts, recv_ms, status), (q_symbol, down, up) in zip(
+        for (symbol, price, venue_ts, recv_ms, status, source), (q_symbol, down, up) in zip(
             marks, queries, strict=True
         ):
             if symbol != q_symbol:
                 raise ValueError(f"marks and queries out of step: {symbol} != {q_symbol}")
             keys += [self.keys.mark(symbol), self.keys.index(symbol, "down"),
                      self.keys.index(symbol, "up")]  # fmt: skip
-            args += [str(price), venue_ts, recv_ms, status, repr(down), repr(up)]
+            args += [str(price), venue_ts, recv_ms, status, source, repr(down), repr(up)]
         replies = await self._tick.one(keys, args)
         return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(queries))]
 
     async def set_mark_status(self, symbol: str, status: str) -> None:
         """Record a symbol's LIVE/STALE transition."""
         await self.redis.hset(self.keys.mark(symbol), "status", status)
+
+    async def drop_heartbeat(self, instance: str) -> None:
+        """Delete the heartbeat key at a clean stop, if ``instance`` wrote the current one."""
+        await self._drop_heartbeat.one([self.keys.health], [instance])
 
     async def liquidating_before(self, ms: int) -> tuple[int, str | None, int]:
         """Count liquidations claimed before ``ms``; name the oldest and its claim time."""

@@ -156,3 +156,26 @@ def test_demo_shows_liquidations_happening():
     assert any(" CROSS " in line for line in lines), done.stdout[-2000:]
     assert any(" ISOLATED " in line for line in lines), done.stdout[-2000:]
     assert "Traceback" not in done.stderr
+
+
+def test_two_instances_one_stopping_leaves_the_others_heartbeat(sync_redis):
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from state.keys import Keys
+    from state.store import Store
+
+    keys = Keys("liq")
+    url = sync_redis.connection_pool.connection_kwargs
+    sync_redis.set(keys.health, json.dumps({"instance": "other", "ts": 1}))
+
+    async def stop_as(instance: str) -> None:
+        client = aioredis.Redis(host=url["host"], port=url["port"])
+        await Store(client, keys).drop_heartbeat(instance)
+        await client.aclose()
+
+    asyncio.run(stop_as("me"))
+    assert sync_redis.get(keys.health) is not None
+    asyncio.run(stop_as("other"))
+    assert sync_redis.get(keys.health) is None

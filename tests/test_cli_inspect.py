@@ -29,7 +29,7 @@ def put_mark(r, symbol: str, price: str, *, status: str = "LIVE", age_ms: int = 
     recv = now_ms() - age_ms
     r.hset(KEYS.mark(symbol), mapping={
         "price": price, "venue_ts": recv - 3, "recv_ms": recv, "status": status,
-        "venue": "orderly",
+        "source": "orderly|wss://example/ws",
     })  # fmt: skip
 
 
@@ -185,9 +185,9 @@ def test_marks_lists_every_symbol_with_status_and_age(config, sync_redis, capsys
     code, rows = inspect(config, capsys, "marks")
 
     assert code == 0
-    assert [(m["symbol"], m["price"], m["status"], m["venue"]) for m in rows] == [
-        (BTC, "61000", "STALE", "orderly"),
-        (ETH, "2900.5", "LIVE", "orderly"),
+    assert [(m["symbol"], m["price"], m["status"], m["source"]) for m in rows] == [
+        (BTC, "61000", "STALE", "orderly|wss://example/ws"),
+        (ETH, "2900.5", "LIVE", "orderly|wss://example/ws"),
     ]
     assert rows[0]["age_s"] == pytest.approx(9.0, abs=1.0)
     assert rows[1]["age_s"] == pytest.approx(1.5, abs=1.0)

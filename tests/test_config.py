@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -73,3 +74,23 @@ def test_errors_name_the_key_path(edit, path: str) -> None:
 def test_not_toml() -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         parse_settings("[redis\n", {})
+
+
+@pytest.mark.parametrize(
+    ("edit", "path"),
+    [
+        (lambda t: t + "[daemon]\nheartbeat_intervl = 2\n", "heartbeat_intervl: unknown"),
+        (lambda t: t.replace("url = ", "urll = ", 1), "redis.urll: unknown key"),
+        (lambda t: t + "[liquidation]\nat_equalty = true\n", "liquidation.at_equalty: unknown"),
+        (lambda t: t + "[daemon]\nheartbeat_ttl = 1.0\n", "daemon.heartbeat_ttl: must be longer"),
+        (lambda t: t + "[daemon]\nbackoff_base = 60.0\n", "daemon.backoff_base: must not exceed"),
+        (lambda t: t + "[daemon]\ninstance = ' '\n", "daemon.instance: must not be empty"),
+        (lambda t: t + "[markets.Z]\nmaintenance = { model = 'flat', rate = '0.1', rte = '1' }\n",
+         "markets.Z.maintenance.rte: unknown key"),
+        (lambda t: t + "[markets.Z]\nmaintenance = { model = 'brackets', brackets ="
+         " [['0', '0.01'], ['10', '0.02', '0.1']] }\n", "not a mix"),
+    ],
+)  # fmt: skip
+def test_misspelt_and_inconsistent_settings_are_refused(edit, path: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(path)):
+        parse_settings(edit(BASE), {})

@@ -76,7 +76,7 @@ class Daemon:
             for task in feeds:
                 task.cancel()
             await heartbeat
-        await self.store.redis.delete(self.store.keys.health)
+        await self.store.drop_heartbeat(self.settings.instance)
         self.log.info("daemon.stopped")
 
     async def _feed(self, feed: FeedSpec, stats: FeedStats) -> None:

@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+import structlog
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -215,9 +216,19 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as exc:
         reason = expected_failure(exc, settings, refusals=False)
         if reason is None:
-            raise
+            # A bug or a state nobody foresaw: the whole traceback goes to the
+            # log for the post-mortem, one line to the operator, and the
+            # supervisor restarts us.
+            structlog.get_logger().exception("daemon.crashed")
+            reason = _scrub(f"fatal: {_innermost(exc)!r}", settings)
         raise Failed(reason) from None
     return 0
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -95,7 +95,9 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    _known(doc, "", {"redis", "feeds", "markets", "liquidation", "daemon"})
     redis = _table(doc, "redis", required=False)
+    _known(redis, "redis", {"url", "prefix"})
     url = env.get(REDIS_URL_ENV) or _str(redis, "url", "redis", default="redis://127.0.0.1:6379/0")
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
@@ -109,7 +111,9 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
     markets = _markets(_table(doc, "markets", required=True))
     feeds = _feeds(doc.get("feeds"), markets)
     liq = _table(doc, "liquidation", required=False)
+    _known(liq, "liquidation", {"at_equality", "liq_id_ttl", "stuck_after"})
     daemon = _table(doc, "daemon", required=False)
+    _known(daemon, "daemon", DAEMON_KEYS)
     kwargs: dict[str, Any] = {}
     for name, kind in (
         ("heartbeat_interval", float), ("heartbeat_ttl", float), ("lease_ttl", float),
@@ -125,6 +129,9 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
         )
     if "instance" in daemon:
         kwargs["instance"] = _str(daemon, "instance", "daemon")
+        if not kwargs["instance"].strip():
+            raise ConfigError("daemon.instance: must not be empty")
+
     if "log_format" in daemon:
         kwargs["log_format"] = _choice(daemon, "log_format", "daemon", ("json", "console"))
     if "liq_id_ttl" in liq:
@@ -134,10 +141,32 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
     at_equality = liq.get("at_equality", False)
     if not isinstance(at_equality, bool):
         raise ConfigError(f"liquidation.at_equality: must be true or false, got {at_equality!r}")
-    return Settings(
+    settings = Settings(
         redis_url=url, prefix=prefix, feeds=feeds, markets=markets, at_equality=at_equality,
         **kwargs,
     )  # fmt: skip
+    if settings.heartbeat_ttl <= settings.heartbeat_interval:
+        raise ConfigError("daemon.heartbeat_ttl: must be longer than daemon.heartbeat_interval")
+    if settings.backoff_base > settings.backoff_cap:
+        raise ConfigError("daemon.backoff_base: must not exceed daemon.backoff_cap")
+    return settings
+
+
+FEED_KEYS = {
+    "venue", "url", "symbols", "stale_after", "silence_timeout", "jump_band", "symbol_map",
+}  # fmt: skip
+DAEMON_KEYS = {
+    "instance", "log_format", "heartbeat_interval", "heartbeat_ttl", "lease_ttl",
+    "input_batch", "max_frame_bytes", "backoff_base", "backoff_cap", "backoff_reset_after",
+}  # fmt: skip
+
+
+def _known(table: Mapping[str, Any], path: str, allowed: set[str]) -> None:
+    # A misspelt key silently falling back to its default is how outages start.
+    for key in table:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else key
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(allowed))})")
 
 
 def _table(doc: Mapping[str, Any], name: str, *, required: bool) -> dict[str, Any]:
@@ -195,6 +224,7 @@ def _markets(table: Mapping[str, Any]) -> dict[str, Market]:
         path = f"markets.{symbol}"
         if not isinstance(spec, dict):
             raise ConfigError(f"{path}: must be a table")
+        _known(spec, path, {"maintenance", "default_margin_mode"})
         model = _model(spec.get("maintenance"), f"{path}.maintenance")
         mode_raw = spec.get("default_margin_mode", "CROSS")
         try:
@@ -211,6 +241,10 @@ def _model(spec: Any, path: str) -> MaintenanceModel:
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: missing (a table with model = flat | brackets | orderly)")
     kind = spec.get("model")
+    allowed = {"flat": {"rate"}, "orderly": {"base_imr", "base_mmr", "imr_factor"},
+               "brackets": {"brackets"}}.get(str(kind), set())  # fmt: skip
+    if allowed:
+        _known(spec, path, allowed | {"model"})
     try:
         if kind == "flat":
             return FlatModel(_dec(spec.get("rate"), f"{path}.rate"))
@@ -232,6 +266,11 @@ def _model(spec: Any, path: str) -> MaintenanceModel:
                 brackets.append(values)
             if all(len(r) == 2 for r in brackets):
                 return BracketsModel.from_rates([(r[0], r[1]) for r in brackets])
+            if any(len(r) != 3 for r in brackets):
+                raise ConfigError(
+                    f"{path}.brackets: give every bracket as [floor, rate, amount], or every"
+                    " one as [floor, rate] (amounts derived), not a mix"
+                )
             return BracketsModel(tuple(Bracket(*r) for r in brackets))
     except MarginError as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -246,6 +285,7 @@ def _feeds(raw: Any, markets: Mapping[str, Market]) -> tuple[FeedSpec, ...]:
         path = f"feeds[{i}]"
         if not isinstance(spec, dict):
             raise ConfigError(f"{path}: must be a table")
+        _known(spec, path, FEED_KEYS)
         venue = _choice(spec, "venue", path, tuple(sorted(VENUES)))
         url = _str(spec, "url", path)
         symbols = spec.get("symbols")

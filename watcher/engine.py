@@ -149,7 +149,14 @@ class Engine:
             return {}
         wall = self.wall_ms()
         rows = [
-            (s, t.mark.price, t.mark.venue_ts, wall - int((now - t.mark.recv_ts) * 1000), "LIVE")
+            (
+                s,
+                t.mark.price,
+                t.mark.venue_ts,
+                wall - int((now - t.mark.recv_ts) * 1000),
+                "LIVE",
+                _public(t.mark.source),
+            )
             for s, t in live.items()
         ]
         queries = [
@@ -215,8 +222,9 @@ class Engine:
                 elif result.outcome == "NX":
                     self.counters["claims_already_made"] += 1
             pending = {a: w for a, w in pending.items() if w.cross or w.isolated}
-        self.counters["decisions_deferred"] += len(pending)
-        self._log.warning("engine.deferred", accounts=len(pending))
+        if pending:
+            self.counters["decisions_deferred"] += len(pending)
+            self._log.warning("engine.deferred", accounts=len(pending))
 
     def _add_nudged(self, w: _Work, state: AccountState, live: dict[str, Decimal]) -> None:
         legs = state.cross_legs
@@ -268,3 +276,8 @@ def _done(w: _Work, item: tuple[str, str]) -> None:
         w.cross = None
     else:
         w.isolated.pop(symbol, None)
+
+
+def _public(source: str) -> str:
+    # A feed URL may carry a token in its query string: never into Redis.
+    return source.split("?", 1)[0]

@@ -126,8 +126,8 @@ def symbol_text(view: Json) -> str:
 def marks_text(rows: Sequence[Json]) -> str:
     """Render ``inspect marks``."""
     return table(
-        ["SYMBOL", "PRICE", "STATUS", "VENUE", "VENUE TS", "AGE S"],
-        [[m["symbol"], num(m["price"]), m["status"], m["venue"] or "-", when(m["venue_ts"]),
+        ["SYMBOL", "PRICE", "STATUS", "SOURCE", "VENUE TS", "AGE S"],
+        [[m["symbol"], num(m["price"]), m["status"], m["source"] or "-", when(m["venue_ts"]),
           num(m["age_s"])] for m in rows],
     )  # fmt: skip
 

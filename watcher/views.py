@@ -35,7 +35,7 @@ class MarkInfo:
     symbol: str
     price: Decimal | None
     status: str
-    venue: str | None
+    source: str | None
     venue_ts: int | None
     recv_ms: int | None
 
@@ -46,7 +46,7 @@ class MarkInfo:
             "symbol": self.symbol,
             "price": None if self.price is None else str(self.price),
             "status": self.status,
-            "venue": self.venue,
+            "source": self.source,
             "venue_ts": self.venue_ts,
             "recv_ms": self.recv_ms,
             "age_s": age,
@@ -65,7 +65,7 @@ def parse_mark(symbol: str, fields: Mapping[bytes, bytes]) -> MarkInfo | None:
     if price is not None and not (price.is_finite() and price > 0):
         price = None
     return MarkInfo(
-        symbol, price, f.get("status", "?"), f.get("venue"), _int(f.get("venue_ts")),
+        symbol, price, f.get("status", "?"), f.get("source"), _int(f.get("venue_ts")),
         _int(f.get("recv_ms")),
     )  # fmt: skip
 
