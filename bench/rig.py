@@ -28,7 +28,7 @@ from state.changes import ChangeSet
 from state.keys import Keys
 from state.models import MarkPrice
 from state.plan import Rules
-from state.store import CommitResult, Store
+from state.store import CommitResult, Store, TickRow
 from watcher.consumer import InputConsumer
 from watcher.engine import Engine
 from watcher.feeds.book import MarkBook, Tick
@@ -135,12 +135,10 @@ class TimedStore(Store):
         return results
 
     async def record_and_query(
-        self,
-        marks: Sequence[tuple[str, Decimal, int, int, str, str]],
-        queries: Sequence[tuple[str, float, float]],
+        self, rows: Sequence[TickRow]
     ) -> list[tuple[list[bytes], list[bytes]]]:
         t0 = time.perf_counter()
-        out = await super().record_and_query(marks, queries)
+        out = await super().record_and_query(rows)
         self.timing["record_and_query_s"] += time.perf_counter() - t0
         self.timing["record_and_query_calls"] += 1
         return out

@@ -100,11 +100,6 @@ class ChangeSet:
         return self
 
     @property
-    def has_writes(self) -> bool:
-        """Whether any write has been added."""
-        return bool(self._spec.get("ops"))
-
-    @property
     def keys(self) -> list[str]:
         """KEYS for the script."""
         return list(self._keys)

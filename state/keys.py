@@ -142,10 +142,6 @@ class Keys:
         """Heartbeat of the daemon process (outside any shard, per CONTRACT.md)."""
         return f"{self.prefix}:health"
 
-    def account_pattern(self) -> str:
-        """SCAN pattern matching every account hash of this shard."""
-        return f"{self.base}:acct:*"
-
     def mark_pattern(self) -> str:
         """SCAN pattern matching every mark hash of this shard."""
         return f"{self.base}:mark:*"

@@ -76,6 +76,19 @@ def _result(raw: Sequence[Any]) -> CommitResult:
     return CommitResult(outcome, int(version or 0), text(raw[2]) if len(raw) > 2 else "")
 
 
+@dataclass(frozen=True, slots=True)
+class TickRow:
+    """One symbol's conflated tick as the tick script takes it."""
+
+    symbol: str
+    price: Decimal
+    venue_ts: int
+    recv_ms: int
+    source: str
+    down_bound: float
+    up_bound: float
+
+
 class _Script:
     """A Lua script called by EVALSHA, loaded again when Redis has lost it (NOSCRIPT).
 
@@ -192,31 +205,24 @@ class Store:
         await self._release.one([self.keys.input_lease], [owner])
 
     async def record_and_query(
-        self,
-        marks: Sequence[tuple[str, Decimal, int, int, str, str]],
-        queries: Sequence[tuple[str, float, float]],
+        self, rows: Sequence[TickRow]
     ) -> list[tuple[list[bytes], list[bytes]]]:
-        """Record marks for operators and query the index, in one command.
+        """Record each row's mark (LIVE) for operators and query the index, in one command.
 
-        ``marks``: (symbol, price, venue_ts, recv_ms, status, source), and ``queries``
-        (symbol, down_bound, up_bound) for the same symbols in the same order;
-        each answer holds the members of the down set scored >= down_bound
-        and of the up set scored <= up_bound.
+        Each answer holds the members of the symbol's down set scored >=
+        ``down_bound`` and of its up set scored <= ``up_bound``.
         """
-        if not queries:
+        if not rows:
             return []
         keys: list[str] = []
         args: list[str | int] = []
-        for (symbol, price, venue_ts, recv_ms, status, source), (q_symbol, down, up) in zip(
-            marks, queries, strict=True
-        ):
-            if symbol != q_symbol:
-                raise ValueError(f"marks and queries out of step: {symbol} != {q_symbol}")
-            keys += [self.keys.mark(symbol), self.keys.index(symbol, "down"),
-                     self.keys.index(symbol, "up")]  # fmt: skip
-            args += [str(price), venue_ts, recv_ms, status, source, repr(down), repr(up)]
+        for r in rows:
+            keys += [self.keys.mark(r.symbol), self.keys.index(r.symbol, "down"),
+                     self.keys.index(r.symbol, "up")]  # fmt: skip
+            args += [str(r.price), r.venue_ts, r.recv_ms, "LIVE", r.source,
+                     repr(r.down_bound), repr(r.up_bound)]  # fmt: skip
         replies = await self._tick.one(keys, args)
-        return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(queries))]
+        return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(rows))]
 
     async def set_mark_status(self, symbol: str, status: str) -> None:
         """Record a symbol's LIVE/STALE transition."""
@@ -236,7 +242,3 @@ class Store:
             return 0, None, 0
         member, score = oldest[0]
         return int(count), member.decode(), int(score)
-
-    async def incr(self, counter: str, by: int = 1) -> None:
-        """Bump an operator-visible counter in the stats hash."""
-        await self.redis.hincrby(self.keys.stats, counter, by)

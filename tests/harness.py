@@ -143,6 +143,13 @@ class Harness:
             last = entry.decode()
         return last
 
+    async def isolated_long(self, account: str, symbol: str = "PERP_ETH_USDC") -> None:
+        """Open MARGIN.md example 6 (1 @ 3,000, margin 300: liquidated below 2,716.30), applied."""
+        await self.send({"type": "position", "account": account, "symbol": symbol,
+                         "margin_mode": "ISOLATED", "qty": "1", "entry_price": "3000",
+                         "margin": "300"})  # fmt: skip
+        await self.drained()
+
     async def drained(self, timeout: float = 10.0) -> None:
         """Wait until the input group has delivered and acknowledged everything."""
         keys = self.daemon.store.keys

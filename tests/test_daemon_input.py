@@ -156,11 +156,7 @@ default_margin_mode = "ISOLATED"
 
 async def test_liquidating_resolved_by_newer_input(h: Harness) -> None:
     keys = h.daemon.store.keys
-    await h.send(
-        {"type": "position", "account": "R", "symbol": ETH, "margin_mode": "ISOLATED",
-         "qty": "1", "entry_price": "3000", "margin": "300"},
-    )  # fmt: skip
-    await h.drained()
+    await h.isolated_long("R")
     await h.tick({ETH: "2700"})
     assert len(await h.events()) == 1
     assert await h.redis.zrange(keys.liquidating, 0, -1) == [b"I|R|PERP_ETH_USDC"]
@@ -188,10 +184,7 @@ async def test_stuck_liquidation_alerts(redis_server: RedisServer, redis_client)
     async with Harness(redis_server.url, {ETH: "3000"}, extra=extra) as h:
         await h.start()
         await h.tick({ETH: "3000"})
-        await h.send({"type": "position", "account": "Z", "symbol": ETH,
-                      "margin_mode": "ISOLATED", "qty": "1", "entry_price": "3000",
-                      "margin": "300"})  # fmt: skip
-        await h.drained()
+        await h.isolated_long("Z")
         with capture_logs() as logs:
             await h.tick({ETH: "2700"})
             await asyncio.sleep(0.8)
@@ -205,10 +198,7 @@ async def test_stuck_liquidation_alerts(redis_server: RedisServer, redis_client)
 async def test_an_unreadable_account_stops_nobody_else(h: Harness) -> None:
     keys = h.daemon.store.keys
     for account in ("BAD", "GOOD"):
-        await h.send({"type": "position", "account": account, "symbol": ETH,
-                      "margin_mode": "ISOLATED", "qty": "1", "entry_price": "3000",
-                      "margin": "300"})  # fmt: skip
-    await h.drained()
+        await h.isolated_long(account)
     # Someone writes garbage into one account's positions.
     await h.redis.hset(keys.positions("BAD"), "ISOLATED|PERP_ETH_USDC", b"{not json")
     await h.send({"type": "balance", "account": "BAD", "balance": "5"})
@@ -234,10 +224,7 @@ async def test_poison_magnitudes_are_dead_lettered_and_stop_nothing(h: Harness) 
     assert all("out of range" in d["reason"] for d in dead)
     # Something the math cannot take that got into Redis anyway (by hand, or by an
     # older version): the engine sets that account aside and decides everyone else.
-    await h.send({"type": "position", "account": "OK", "symbol": ETH,
-                  "margin_mode": "ISOLATED", "qty": "1", "entry_price": "3000",
-                  "margin": "300"})  # fmt: skip
-    await h.drained()
+    await h.isolated_long("OK")
     poison = b'{"qty":"1E+999999999","entry_price":"3000","margin":"1","status":"OPEN"}'
     await h.redis.hset(keys.positions("BAD"), "ISOLATED|PERP_ETH_USDC", poison)
     await h.redis.zadd(keys.index(ETH, "down"), {"I|BAD": float("inf")})

@@ -61,10 +61,7 @@ async def test_silent_symbol_turns_stale_and_decides_nothing(redis_server, redis
     async with Harness(redis_server.url, {ETH: "3000"}, stale_after=0.3) as h:
         await h.start()
         await h.tick({ETH: "3000"})
-        await h.send({"type": "position", "account": "I", "symbol": ETH,
-                      "margin_mode": "ISOLATED", "qty": "1", "entry_price": "3000",
-                      "margin": "300"})  # fmt: skip
-        await h.drained()
+        await h.isolated_long("I")
         await asyncio.sleep(0.3 + 0.5)
         assert (await h.redis.hget(h.daemon.store.keys.mark(ETH), "status")) == b"STALE"
         assert ETH not in h.daemon.engine.live_marks()
@@ -78,10 +75,7 @@ async def test_silent_symbol_turns_stale_and_decides_nothing(redis_server, redis
 async def test_claim_retried_after_it_ran_emits_once(redis_server, redis_client):
     async with Harness(redis_server.url, {ETH: "3000"}) as h:
         await h.start()
-        await h.send({"type": "position", "account": "X", "symbol": ETH,
-                      "margin_mode": "ISOLATED", "qty": "1", "entry_price": "3000",
-                      "margin": "300"})  # fmt: skip
-        await h.drained()
+        await h.isolated_long("X")
         store, rules = h.daemon.store, h.daemon.rules
         state = await store.load("X")
         cs, event = decide_isolated(rules, state, ETH, [D("2700")], 1, 2)
@@ -259,10 +253,7 @@ async def test_jump_guard_holds_a_spike_and_acts_on_a_confirmed_move(redis_serve
     async with Harness(redis_server.url, {ETH: "3000"}, jump_band=0.1) as h:
         await h.start()
         await h.tick({ETH: "3000"})
-        await h.send({"type": "position", "account": "J", "symbol": ETH,
-                      "margin_mode": "ISOLATED", "qty": "1", "entry_price": "3000",
-                      "margin": "300"})  # fmt: skip
-        await h.drained()
+        await h.isolated_long("J")
         book = h.daemon.book
         with capture_logs() as logs:
             # A one-tick spike down to 2,000 (-33%) and straight back: held, never acted on.

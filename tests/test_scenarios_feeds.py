@@ -22,19 +22,12 @@ from watcher.sim.orderly import OrderlyMarkServer
 ETH = "PERP_ETH_USDC"
 
 
-async def isolated_long(h: Harness) -> None:
-    # Liquidated below 2,716.30 (MARGIN.md example 6).
-    await h.send({"type": "position", "account": "P", "symbol": ETH, "margin_mode": "ISOLATED",
-                  "qty": "1", "entry_price": "3000", "margin": "300"})  # fmt: skip
-    await h.drained()
-
-
 async def test_scenario_1_silent_feed(redis_server: RedisServer, redis_client) -> None:
     stale_after = 0.4
     async with Harness(redis_server.url, {ETH: "3000"}, stale_after=stale_after) as h:
         await h.start()
         await h.tick({ETH: "3000"})
-        await isolated_long(h)
+        await h.isolated_long("P")
         keys = h.daemon.store.keys
         with capture_logs() as logs:
             h.server.pause()  # TCP open, no frames
@@ -99,7 +92,7 @@ async def test_scenario_3_invalid_prices_change_nothing(redis_server, redis_clie
     async with Harness(redis_server.url, {ETH: "3000"}) as h:
         await h.start()
         await h.tick({ETH: "3000"})
-        await isolated_long(h)
+        await h.isolated_long("P")
         book = h.daemon.book
         before = sum(book.rejected.values())
         frame = (f'{{"topic":"markprices","ts":{h.last_ts + 1000},'
@@ -116,7 +109,7 @@ async def test_scenario_3_missing_fields_and_unknown_symbols(redis_server, redis
     async with Harness(redis_server.url, {ETH: "3000"}) as h:
         await h.start()
         await h.tick({ETH: "3000"})
-        await isolated_long(h)
+        await h.isolated_long("P")
         ts = h.last_ts + 1000
         for data in (
             [{"symbol": ETH}],
@@ -137,7 +130,7 @@ async def test_scenario_4_old_duplicate_and_replayed_ticks(redis_server, redis_c
     async with Harness(redis_server.url, {ETH: "3000"}) as h:
         await h.start()
         await h.tick({ETH: "3000"})
-        await isolated_long(h)
+        await h.isolated_long("P")
         old = h.last_ts
         await h.tick({ETH: "2900"})
         # An older tick (a replay after reconnect) at a liquidating price: dropped.

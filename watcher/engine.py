@@ -25,7 +25,7 @@ from state.errors import MarginError, StoreError
 from state.keys import split_index_member
 from state.models import MarginMode, MarkPrice
 from state.plan import Rules, decide_cross, decide_isolated
-from state.store import Store
+from state.store import Store, TickRow
 from watcher.feeds.book import MarkBook, SymbolStatus, Tick
 
 # A batch's decisions are re-planned after a version conflict (another
@@ -149,24 +149,22 @@ class Engine:
             return {}
         wall = self.wall_ms()
         rows = [
-            (
+            TickRow(
                 s,
                 t.mark.price,
                 t.mark.venue_ts,
                 wall - int((now - t.mark.recv_ts) * 1000),
-                "LIVE",
                 _public(t.mark.source),
+                margin.mark_bound(t.low, down=True),
+                margin.mark_bound(t.high, down=False),
             )
             for s, t in live.items()
         ]
-        queries = [
-            (s, margin.mark_bound(t.low, down=True), margin.mark_bound(t.high, down=False))
-            for s, t in live.items()
-        ]
-        hits = await self.store.record_and_query(rows, queries)
+        hits = await self.store.record_and_query(rows)
         self.counters["ticks"] += len(live)
         work: dict[str, _Work] = {}
-        for (symbol, _, _), (down, up) in zip(queries, hits, strict=True):
+        for row, (down, up) in zip(rows, hits, strict=True):
+            symbol = row.symbol
             tick = live[symbol]
             for members, extreme in ((down, tick.low), (up, tick.high)):
                 for raw in members:
