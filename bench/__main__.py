@@ -23,7 +23,8 @@ import redis.asyncio as aioredis
 from bench import book as bookgen
 from bench import report, suite
 from bench.rig import Shard, machine, quiet_logs, spread
-from watcher.redis_server import RedisServer
+from state.store.client import open_client
+from watcher.demo.redis_server import RedisServer
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
@@ -56,10 +57,19 @@ class Config:
 
 
 QUICK = Config(
-    n=20_000, sizes=(2_000, 5_000), recompute_runs=(5, 3, 2), tick_runs=3, ticks_per_run=100,
-    throughput_runs=3, batches_per_run=100, walk_steps=100, stress_steps=50,
-    latency_seconds=3.0, volatile_sigma=1e-3, crash_target=2_000,
-)  # fmt: skip
+    n=20_000,
+    sizes=(2_000, 5_000),
+    recompute_runs=(5, 3, 2),
+    tick_runs=3,
+    ticks_per_run=100,
+    throughput_runs=3,
+    batches_per_run=100,
+    walk_steps=100,
+    stress_steps=50,
+    latency_seconds=3.0,
+    volatile_sigma=1e-3,
+    crash_target=2_000,
+)
 
 
 def _log(msg: str) -> None:
@@ -90,7 +100,7 @@ async def run(config: Config, *, log: Any = _log, freeze_gc: bool = True) -> dic
         gc.freeze()
     results["books"] = {str(n): b.summary() for n, b in books.items()}
     with RedisServer() as server:
-        redis = aioredis.Redis.from_url(server.url)
+        redis = open_client(server.url)
         try:
             results["machine"] = await machine(redis)
             await _measure(config, redis, books, results, log)
@@ -101,8 +111,13 @@ async def run(config: Config, *, log: Any = _log, freeze_gc: bool = True) -> dic
     return results
 
 
-async def _measure(config: Config, redis: aioredis.Redis, books: dict[int, bookgen.Book],
-                   results: dict[str, Any], log: Any) -> None:  # fmt: skip
+async def _measure(
+    config: Config,
+    redis: aioredis.Redis,
+    books: dict[int, bookgen.Book],
+    results: dict[str, Any],
+    log: Any,
+) -> None:
     sizes = (*config.sizes, config.n)
     per_tick: dict[str, Any] = {}
     loads: dict[str, Any] = {}
@@ -144,9 +159,13 @@ async def _measure(config: Config, redis: aioredis.Redis, books: dict[int, bookg
     }
     log(f"throughput: {results['throughput']['conflated_1']['ticks_per_s']['median']:,.0f} ticks/s")
     results["latency"] = await suite.latency(
-        shard, rate=config.latency_rate, seconds=config.latency_seconds,
-        sigma=config.latency_sigma, seed=config.seed, target_every=config.latency_target_every,
-    )  # fmt: skip
+        shard,
+        rate=config.latency_rate,
+        seconds=config.latency_seconds,
+        sigma=config.latency_sigma,
+        seed=config.seed,
+        target_every=config.latency_target_every,
+    )
     _log_latency(log, "latency, steady", results["latency"])
     results["bands"] = {
         "calm": await suite.band_walk(
@@ -162,9 +181,12 @@ async def _measure(config: Config, redis: aioredis.Redis, books: dict[int, bookg
     }
     log(f"bands: ratio {results['bands']['calm']['ratio']:,.0f}x (calm)")
     results["latency_volatile"] = await suite.latency(
-        shard, rate=config.latency_rate, seconds=config.latency_seconds,
-        sigma=config.volatile_sigma, seed=config.seed + 1,
-    )  # fmt: skip
+        shard,
+        rate=config.latency_rate,
+        seconds=config.latency_seconds,
+        sigma=config.volatile_sigma,
+        seed=config.seed + 1,
+    )
     _log_latency(log, "latency, volatile", results["latency_volatile"])
     results["mass_liquidation"] = await suite.mass_liquidation(
         shard, book, symbol=config.crash_symbol, target=config.crash_target

@@ -46,8 +46,9 @@ D = Decimal
 CENT = D("0.01")
 
 # symbol, model, starting mark, weight (share of positions), max leverage.
-_BRACKETS = BracketsModel.from_rates([(D(0), D("0.01")), (D(100_000), D("0.02")),
-                                      (D(500_000), D("0.05"))])  # fmt: skip
+_BRACKETS = BracketsModel.from_rates(
+    [(D(0), D("0.01")), (D(100_000), D("0.02")), (D(500_000), D("0.05"))]
+)
 _FLAT = FlatModel(D("0.025"))
 _FLAT_WIDE = FlatModel(D("0.05"))
 SPECS: tuple[tuple[str, MaintenanceModel, Decimal, float, int], ...] = (
@@ -219,8 +220,11 @@ def _cross_legs(draw: _Draw, name: str, k: int) -> tuple[Decimal, list[Position]
     legs = []
     for s in symbols:
         side = draw.rng.choice((1, -1))
-        legs.append(Position(name, s, MarginMode.CROSS, draw.qty(s, side),
-                             draw.entry(s, draw.adverse(), side)))  # fmt: skip
+        legs.append(
+            Position(
+                name, s, MarginMode.CROSS, draw.qty(s, side), draw.entry(s, draw.adverse(), side)
+            )
+        )
     lev = draw.leverage(symbols)
     entry_notional = sum((abs(p.qty) * p.entry_price for p in legs), D(0))
     balance = (entry_notional / lev).quantize(CENT, ROUND_CEILING)
@@ -295,8 +299,13 @@ def generate(n: int, *, seed: int = 1) -> Book:
             acct = Account(name, balance, legs)
             msgs.add("balance", balance=_text(balance))
             for p in legs:
-                msgs.add("position", symbol=p.symbol, margin_mode="CROSS", qty=_text(p.qty),
-                         entry_price=_text(p.entry_price))  # fmt: skip
+                msgs.add(
+                    "position",
+                    symbol=p.symbol,
+                    margin_mode="CROSS",
+                    qty=_text(p.qty),
+                    entry_price=_text(p.entry_price),
+                )
             cross_legs += len(legs)
             total += len(legs)
             if iso_in_cross < cross_legs * _ISO_PER_CROSS_LEG:

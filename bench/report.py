@@ -45,87 +45,135 @@ def table(r: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str, str, str]] = []
     ticks = r["per_tick"]
     for n, t in ticks.items():
-        rows.append((
-            "per-tick cost, liqwatch: Engine.process of one tick crossing nothing"
-            " (median; p10-p90)", _n(n),
-            f"{_ms(t['median_s'])} ({_ms(t['p10_s'])}-{_ms(t['p90_s'])})",
-            "flat in N", "",
-        ))  # fmt: skip
+        rows.append(
+            (
+                "per-tick cost, liqwatch: Engine.process of one tick crossing nothing"
+                " (median; p10-p90)",
+                _n(n),
+                f"{_ms(t['median_s'])} ({_ms(t['p10_s'])}-{_ms(t['p90_s'])})",
+                "flat in N",
+                "",
+            )
+        )
     for n, t in ticks.items():
         rc = t["recompute_s"]
-        rows.append((
-            f"per-tick cost, full recompute (median of {rc['runs']}; min-max)", _n(n),
-            f"{_s(rc['median'])} ({_s(rc['min'])}-{_s(rc['max'])})", "", "",
-        ))  # fmt: skip
+        rows.append(
+            (
+                f"per-tick cost, full recompute (median of {rc['runs']}; min-max)",
+                _n(n),
+                f"{_s(rc['median'])} ({_s(rc['min'])}-{_s(rc['max'])})",
+                "",
+                "",
+            )
+        )
     for n, t in ticks.items():
         ok = t["ratio"] >= 1_000 if n == big else True
-        rows.append((
-            "ratio full recompute / liqwatch", _n(n), f"{t['ratio']:,.0f}x",
-            ">= 1,000x at 1M" if n == big else "", _met(ok) if n == big else "",
-        ))  # fmt: skip
+        rows.append(
+            (
+                "ratio full recompute / liqwatch",
+                _n(n),
+                f"{t['ratio']:,.0f}x",
+                ">= 1,000x at 1M" if n == big else "",
+                _met(ok) if n == big else "",
+            )
+        )
     flat = [t["median_s"] for t in ticks.values()]
     rows[len(ticks) - 1] = (*rows[len(ticks) - 1][:4], _met(max(flat) <= 1.5 * min(flat)))
     th = r["throughput"]["conflated_1"]
     tps = th["ticks_per_s"]
-    rows.append((
-        f"ticks/s, no crossing, batches of {th['symbols_per_batch']} changed symbols"
-        " (median; min-max of runs)", _n(big),
-        f"{tps['median']:,.0f} ({tps['min']:,.0f}-{tps['max']:,.0f})", ">= 20,000",
-        _met(tps["median"] >= 20_000),
-    ))  # fmt: skip
+    rows.append(
+        (
+            f"ticks/s, no crossing, batches of {th['symbols_per_batch']} changed symbols"
+            " (median; min-max of runs)",
+            _n(big),
+            f"{tps['median']:,.0f} ({tps['min']:,.0f}-{tps['max']:,.0f})",
+            ">= 20,000",
+            _met(tps["median"] >= 20_000),
+        )
+    )
     th5 = r["throughput"]["conflated_5"]
-    rows.append((
-        "same, each batch conflating 5 marks per symbol: symbol-ticks/s (raw marks/s)", _n(big),
-        f"{th5['ticks_per_s']['median']:,.0f} ({th5['raw_marks_per_s_median']:,.0f})", "", "",
-    ))  # fmt: skip
+    rows.append(
+        (
+            "same, each batch conflating 5 marks per symbol: symbol-ticks/s (raw marks/s)",
+            _n(big),
+            f"{th5['ticks_per_s']['median']:,.0f} ({th5['raw_marks_per_s_median']:,.0f})",
+            "",
+            "",
+        )
+    )
     lat = r["latency"]
-    rows.append((
-        f"tick -> committed event latency p50 / p99 / p99.9 at {lat['rate_target']:,.0f}"
-        f" marks/s, steady walk, one mark in {r['config']['latency_target_every']} just past"
-        f" a liquidation price ({lat['events_matched']:,} events; max)", _n(big),
-        f"{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f} / {lat['p999_ms']:.2f} ms"
-        f" ({lat['max_ms']:.1f} ms)", "<= 0.5 / <= 2 ms",
-        _met(lat["p50_ms"] <= 0.5 and lat["p99_ms"] <= 2),
-    ))  # fmt: skip
+    rows.append(
+        (
+            f"tick -> committed event latency p50 / p99 / p99.9 at {lat['rate_target']:,.0f}"
+            f" marks/s, steady walk, one mark in {r['config']['latency_target_every']} just past"
+            f" a liquidation price ({lat['events_matched']:,} events; max)",
+            _n(big),
+            f"{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f} / {lat['p999_ms']:.2f} ms"
+            f" ({lat['max_ms']:.1f} ms)",
+            "<= 0.5 / <= 2 ms",
+            _met(lat["p50_ms"] <= 0.5 and lat["p99_ms"] <= 2),
+        )
+    )
     vol = r["latency_volatile"]
-    rows.append((
-        f"same, volatile walk (sigma {vol['sigma_per_mark']:g} per mark, no targeting;"
-        f" {vol['events_matched']:,} events; max)", _n(big),
-        f"{vol['p50_ms']:.2f} / {vol['p99_ms']:.2f} / {vol['p999_ms']:.2f} ms"
-        f" ({vol['max_ms']:.1f} ms)", "", "",
-    ))  # fmt: skip
+    rows.append(
+        (
+            f"same, volatile walk (sigma {vol['sigma_per_mark']:g} per mark, no targeting;"
+            f" {vol['events_matched']:,} events; max)",
+            _n(big),
+            f"{vol['p50_ms']:.2f} / {vol['p99_ms']:.2f} / {vol['p999_ms']:.2f} ms"
+            f" ({vol['max_ms']:.1f} ms)",
+            "",
+            "",
+        )
+    )
     ml = r["mass_liquidation"]
-    rows.append((
-        f"one tick liquidating {ml['positions_liquidated']:,} positions ({ml['events']:,}"
-        " events): until all committed", _n(big),
-        f"{_s(ml['tick_s'])}; each once: {_met(ml['check_each_once'])}; equals a full"
-        f" recompute: {_met(ml['check_equals_full_recompute'])}", "<= 1 s",
-        _met(ml["tick_s"] <= 1 and ml["positions_liquidated"] >= cfg["crash_target"]),
-    ))  # fmt: skip
+    rows.append(
+        (
+            f"one tick liquidating {ml['positions_liquidated']:,} positions ({ml['events']:,}"
+            " events): until all committed",
+            _n(big),
+            f"{_s(ml['tick_s'])}; each once: {_met(ml['check_each_once'])}; equals a full"
+            f" recompute: {_met(ml['check_equals_full_recompute'])}",
+            "<= 1 s",
+            _met(ml["tick_s"] <= 1 and ml["positions_liquidated"] >= cfg["crash_target"]),
+        )
+    )
     inp = r["input"][big]
     w = inp["window_rates"]
-    rows.append((
-        "input updates applied per second through the input stream (whole load; min-max of"
-        " tenths)", _n(big),
-        f"{inp['messages_per_s']:,.0f}/s ({w['min']:,.0f}-{w['max']:,.0f}); positions"
-        f" {inp['positions_per_s']:,.0f}/s", ">= 30,000", _met(inp["messages_per_s"] >= 30_000),
-    ))  # fmt: skip
+    rows.append(
+        (
+            "input updates applied per second through the input stream (whole load; min-max of"
+            " tenths)",
+            _n(big),
+            f"{inp['messages_per_s']:,.0f}/s ({w['min']:,.0f}-{w['max']:,.0f}); positions"
+            f" {inp['positions_per_s']:,.0f}/s",
+            ">= 30,000",
+            _met(inp["messages_per_s"] >= 30_000),
+        )
+    )
     mem = r["memory"]
-    rows.append((
-        "Redis memory per position (used_memory delta / positions)", _n(big),
-        f"{mem['bytes_per_position']:.0f} bytes", "<= 400 bytes",
-        _met(mem["bytes_per_position"] <= 400),
-    ))  # fmt: skip
+    rows.append(
+        (
+            "Redis memory per position (used_memory delta / positions)",
+            _n(big),
+            f"{mem['bytes_per_position']:.0f} bytes",
+            "<= 400 bytes",
+            _met(mem["bytes_per_position"] <= 400),
+        )
+    )
     for name, label in (("calm", "calm"), ("volatile", "volatile")):
         b = r["bands"][name]
-        rows.append((
-            f"cross accounts: re-pricing touches / band re-evaluations, {label} walk"
-            f" ({b['steps']:,} steps of every symbol, sigma {b['sigma_per_step']:g}/step)",
-            f"{_n(b['cross_accounts'])} accounts",
-            f"{b['ratio']:,.0f}x ({b['reevaluations_per_step']:.1f} re-evaluations/step"
-            f" vs {b['cross_accounts']:,})", ">= 100x" if name == "calm" else "",
-            _met(b["ratio"] >= 100) if name == "calm" else "",
-        ))  # fmt: skip
+        rows.append(
+            (
+                f"cross accounts: re-pricing touches / band re-evaluations, {label} walk"
+                f" ({b['steps']:,} steps of every symbol, sigma {b['sigma_per_step']:g}/step)",
+                f"{_n(b['cross_accounts'])} accounts",
+                f"{b['ratio']:,.0f}x ({b['reevaluations_per_step']:.1f} re-evaluations/step"
+                f" vs {b['cross_accounts']:,})",
+                ">= 100x" if name == "calm" else "",
+                _met(b["ratio"] >= 100) if name == "calm" else "",
+            )
+        )
     lines = [
         f"Generated by `make bench` on {r.get('date', time.strftime('%Y-%m-%d'))} in"
         f" {r['total_s'] / 60:.1f} min; every number is in `bench/results.json`. Machine:"

@@ -1,7 +1,7 @@
 """The pieces every measurement drives: a real redis-server, and per book its own key prefix.
 
 A :class:`Shard` is one book in Redis under its own prefix, with the daemon's
-own Store, Rules, MarkBook, Engine and InputConsumer wired as ``watcher.app``
+own Store, Rules, MarkBook, Engine and InputConsumer wired as ``watcher.daemon.app``
 wires them (the input consumer reads the engine's live marks and nudges it).
 Marks reach the engine the daemon's way: ``MarkBook.offer`` then ``take``.
 """
@@ -27,12 +27,12 @@ from state.account import AccountState
 from state.changes import ChangeSet
 from state.keys import Keys
 from state.models import MarkPrice
-from state.plan import Rules
+from state.rules import Rules
 from state.store import CommitResult, Store, TickRow
-from watcher.consumer import InputConsumer
-from watcher.engine import Engine
+from watcher.daemon.consumer import InputConsumer
+from watcher.daemon.engine import Engine
+from watcher.daemon.logs import configure_logging
 from watcher.feeds.book import MarkBook, Tick
-from watcher.logs import configure_logging
 
 # Long enough that no symbol turns STALE while a measurement runs.
 STALE_AFTER = 24 * 3600.0
@@ -172,10 +172,14 @@ class Shard:
         self.engine = CountingEngine(self.store, self.rules, self.marks)
         self.nudged: list[str] = []
         self.consumer = InputConsumer(
-            self.store, self.rules, owner="bench", live_marks=self.engine.live_marks,
-            generation=lambda: self.engine.generation, nudge=self.nudged.extend,
+            self.store,
+            self.rules,
+            owner="bench",
+            live_marks=self.engine.live_marks,
+            generation=lambda: self.engine.generation,
+            nudge=self.nudged.extend,
             batch=input_batch,
-        )  # fmt: skip
+        )
         self._ts = itertools.count(1_700_000_000_000)
 
     def offer(self, prices: Mapping[str, Decimal]) -> dict[str, int]:
@@ -191,7 +195,7 @@ class Shard:
     async def tick(self, prices: Mapping[str, Decimal]) -> None:
         """Offer marks and run the engine over them: one Engine.process batch."""
         self.offer(prices)
-        await self.engine.process(self.marks.take())
+        await self.engine.process(self.marks.take(time.monotonic()))
 
     async def append_input(self, messages: Iterable[bytes]) -> int:
         """XADD every message to the input stream (pipelined); return how many."""

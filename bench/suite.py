@@ -22,7 +22,9 @@ import redis.asyncio as aioredis
 from bench import book as bookgen
 from bench.rig import Shard, percentile, spread
 from state import margin
+from state.decisions import liquidatable
 from state.models import MaintenanceModel
+from watcher.demo.sim.walk import PriceWalk
 
 # --- the baseline: a full recompute ----------------------------------------------
 
@@ -34,28 +36,22 @@ def full_recompute(
     *,
     at_equality: bool = False,
 ) -> set[tuple[str, str]]:
-    """Price every account and every isolated position at ``marks``, as the daemon decides.
+    """Judge every account and every isolated position at ``marks``, as the daemon decides.
 
-    The same Decimal math as ``state.plan.decide_cross`` / ``decide_isolated``:
-    ``margin.evaluate_cross`` per account with cross legs, ``margin.isolated_health``
-    per isolated position, then ``margin.is_liquidatable``. Returns the
-    liquidatable ones: ``(account, "CROSS")`` and ``(account, symbol)``.
+    The daemon's own verdict, ``state.decisions.liquidatable``, over the book
+    held in memory. Returns the liquidatable ones: ``(account, "CROSS")`` and
+    ``(account, symbol)``.
     """
     out: set[tuple[str, str]] = set()
     for a in accounts:
-        if a.cross:
-            health = margin.evaluate_cross(a.balance, a.cross, models, marks).health
-            if margin.is_liquidatable(health, at_equality=at_equality):
-                out.add((a.name, "CROSS"))
-        for p in a.isolated:
-            health = margin.isolated_health(p, marks[p.symbol], models[p.symbol])
-            if margin.is_liquidatable(health, at_equality=at_equality):
-                out.add((a.name, p.symbol))
+        found = liquidatable(a.balance, a.cross, a.isolated, models, marks, at_equality=at_equality)
+        out.update((a.name, what) for what in found)
     return out
 
 
-def time_recompute(accounts: Sequence[bookgen.Account], marks: Mapping[str, Decimal],
-                   runs: int) -> list[float]:  # fmt: skip
+def time_recompute(
+    accounts: Sequence[bookgen.Account], marks: Mapping[str, Decimal], runs: int
+) -> list[float]:
     """Seconds of ``runs`` full recomputes at ``marks`` (nothing liquidatable there)."""
     models = bookgen.models()
     times = []
@@ -82,10 +78,9 @@ def wiggle(prices: Mapping[str, Decimal], up: bool) -> dict[str, Decimal]:
     return dict(prices)
 
 
-def walk_step(rng: random.Random, price: Decimal, sigma: float, digits: int = 8) -> Decimal:
-    """One lognormal step of a random walk, rounded to ``digits`` significant digits."""
-    moved = price * Decimal(repr(math.exp(rng.gauss(0.0, sigma))))
-    return moved.quantize(Decimal(1).scaleb(moved.adjusted() - digits + 1))
+def walk(seed: int, sigma: float) -> PriceWalk:
+    """A lognormal walk without jumps, at eight significant digits."""
+    return PriceWalk(seed=seed, volatility=sigma, jump_probability=0.0, digits=8)
 
 
 # --- loading through the input stream ----------------------------------------------
@@ -173,7 +168,7 @@ async def per_tick(shard: Shard, *, runs: int, ticks: int) -> dict[str, Any]:
         for i in range(ticks):
             symbol = symbols[i % len(symbols)]
             shard.offer(wiggle({symbol: prices[symbol]}, up=(i // len(symbols)) % 2 == 0))
-            batch = shard.marks.take()
+            batch = shard.marks.take(time.monotonic())
             t0 = time.perf_counter()
             await shard.engine.process(batch)
             run.append(time.perf_counter() - t0)
@@ -191,8 +186,9 @@ async def per_tick(shard: Shard, *, runs: int, ticks: int) -> dict[str, Any]:
     }
 
 
-async def throughput(shard: Shard, *, runs: int, batches: int, per_symbol: int = 1
-                     ) -> dict[str, Any]:  # fmt: skip
+async def throughput(
+    shard: Shard, *, runs: int, batches: int, per_symbol: int = 1
+) -> dict[str, Any]:
     """Ticks per second through Engine.process when every batch changes every symbol.
 
     ``per_symbol`` marks of each symbol are offered before each take, so a
@@ -207,7 +203,7 @@ async def throughput(shard: Shard, *, runs: int, batches: int, per_symbol: int =
         for b in range(batches):
             for k in range(per_symbol):
                 shard.offer(wiggle(prices, up=(b + k) % 2 == 0))
-            await shard.engine.process(shard.marks.take())
+            await shard.engine.process(shard.marks.take(time.monotonic()))
         rates.append(batches * len(prices) / (time.perf_counter() - t0))
     return {
         "symbols_per_batch": len(prices),
@@ -231,7 +227,7 @@ async def band_walk(
     moved: here every batch moves every symbol, so every open cross account.
     liqwatch evaluates the accounts whose trigger band a mark crossed.
     """
-    rng = random.Random(seed)
+    walker = walk(seed, sigma)
     holders = Counter(p.symbol for a in book.accounts for p in a.cross)
     cross_accounts = book.cross_accounts
     prices = shard.engine.live_marks()
@@ -239,7 +235,7 @@ async def band_walk(
     events0 = await shard.redis.xlen(shard.keys.events)
     t0 = time.perf_counter()
     for _ in range(steps):
-        prices = {s: walk_step(rng, p, sigma) for s, p in prices.items()}
+        prices = {s: walker.step(p) for s, p in prices.items()}
         await shard.tick(prices)
     seconds = time.perf_counter() - t0
     got = shard.engine.candidates - before
@@ -282,10 +278,12 @@ class _Targets:
     async def read(cls, shard: Shard, symbols: Sequence[str], depth: int) -> _Targets:
         pipe = shard.redis.pipeline(transaction=False)
         for s in symbols:
-            pipe.zrevrangebyscore(shard.keys.index(s, "down"), "+inf", "-inf", start=0,
-                                  num=depth, withscores=True)  # fmt: skip
-            pipe.zrangebyscore(shard.keys.index(s, "up"), "-inf", "+inf", start=0, num=depth,
-                               withscores=True)  # fmt: skip
+            pipe.zrevrangebyscore(
+                shard.keys.index(s, "down"), "+inf", "-inf", start=0, num=depth, withscores=True
+            )
+            pipe.zrangebyscore(
+                shard.keys.index(s, "up"), "-inf", "+inf", start=0, num=depth, withscores=True
+            )
         replies = await pipe.execute()
         down, up = {}, {}
         for i, s in enumerate(symbols):
@@ -327,6 +325,7 @@ async def latency(
     commit script, so the event is in Redis).
     """
     rng = random.Random(seed)
+    walker = walk(seed, sigma)
     engine = shard.engine
     prices = engine.live_marks()
     symbols = sorted(prices)
@@ -352,7 +351,7 @@ async def latency(
             if targets is not None and sent % target_every == 0:
                 price = targets.next_price(symbol, prices[symbol])
                 targeted += price is not None
-            prices[symbol] = price or walk_step(rng, prices[symbol], sigma)
+            prices[symbol] = price or walker.step(prices[symbol])
             shard.offer({symbol: prices[symbol]})
             offered.setdefault((symbol, prices[symbol]), []).append(time.perf_counter())
             sent += 1
@@ -487,12 +486,13 @@ async def mass_liquidation(
     # What a full recompute says the tick must liquidate (its own check, not the daemon's).
     expected = full_recompute(
         [a for a in accounts if any(p.symbol == symbol for p in (*a.cross, *a.isolated))],
-        bookgen.models(), crashed,
-    )  # fmt: skip
+        bookgen.models(),
+        crashed,
+    )
     n_events0 = await redis.xlen(shard.keys.events)
     shard.store.reset_timing()
     shard.offer({symbol: price})
-    batch = shard.marks.take()
+    batch = shard.marks.take(time.monotonic())
     t1 = time.perf_counter()
     await shard.engine.process(batch)
     tick_s = time.perf_counter() - t1

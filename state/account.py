@@ -66,6 +66,15 @@ class AccountState:
             if mode is MarginMode.CROSS
         ]
 
+    @property
+    def open_isolated(self) -> list[Position]:
+        """The account's ISOLATED positions still watched (OPEN), in a stable order."""
+        return [
+            sp.position
+            for (mode, _), sp in sorted(self.positions.items())
+            if mode is MarginMode.ISOLATED and sp.status is Status.OPEN
+        ]
+
     @classmethod
     def empty(cls, account: str) -> AccountState:
         """An account that Redis does not hold yet."""

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from state.errors import InputError
+from state.errors import InputError, LiqwatchError
 from state.models import MarginMode, Market
 
 ACCOUNT_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
@@ -22,6 +22,8 @@ MAX_DECIMAL_CHARS = 64
 # Magnitudes money and sizes can take: from 1e-18 up to below 1e19.
 MIN_EXPONENT = -18
 MAX_EXPONENT = 18
+# ``validate_lines`` lists this many bad lines, then counts the rest.
+MAX_ERRORS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,3 +175,53 @@ def _symbol_and_mode(data: dict[str, Any], markets: Mapping[str, Market]) -> tup
         return symbol, MarginMode(mode)
     except ValueError:
         raise InputError(f"margin_mode: must be CROSS or ISOLATED, got {mode!r}") from None
+
+
+# --- files of messages -------------------------------------------------------------
+
+
+class LoadError(LiqwatchError):
+    """Some lines are not valid input; ``errors`` lists the first ones, ``count`` all of them."""
+
+    def __init__(self, errors: list[str], count: int | None = None) -> None:
+        self.errors = errors
+        self.count = len(errors) if count is None else count
+        super().__init__(f"{self.count} bad line(s); first: {errors[0] if errors else '-'}")
+
+
+def validate_lines(
+    lines: Iterable[bytes | str],
+    markets: Mapping[str, Market],
+    *,
+    source: str = "<input>",
+    max_errors: int = MAX_ERRORS,
+) -> list[bytes]:
+    """Return every non-blank line as a message, or raise LoadError naming the bad ones.
+
+    Lines are numbered from 1, blank ones included; their line terminator is
+    dropped and nothing else is changed.
+    """
+    messages: list[bytes] = []
+    errors: list[str] = []
+    count = 0
+    for number, line in enumerate(lines, start=1):
+        raw = line.encode() if isinstance(line, str) else line
+        raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+        if not raw.strip():
+            continue
+        try:
+            parse_input(raw, markets)
+        except InputError as exc:
+            reason = exc.reason
+        except RecursionError:
+            # json.loads gives up on deep nesting; the line is bad, not the loader.
+            reason = "not JSON: nested too deeply"
+        else:
+            messages.append(raw)
+            continue
+        count += 1
+        if len(errors) < max_errors:
+            errors.append(f"{source}:{number}: {reason}")
+    if count:
+        raise LoadError(errors, count)
+    return messages

@@ -9,8 +9,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from tests.cli_setup import write_config
-from watcher.redis_server import RedisServer
+from state.store.client import open_client
+from tests.helpers.config import write_config
+from watcher.demo.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +25,7 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture
 async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     """A client on a flushed database; closed after the test."""
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=False)
+    client = open_client(redis_server.url)
     await client.flushall()
     yield client
     await client.aclose()

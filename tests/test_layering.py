@@ -11,9 +11,17 @@ ROOT = Path(__file__).resolve().parents[1]
 # What the pure modules may import: values and arithmetic, nothing that does I/O,
 # waits, or logs.
 PURE_ALLOWED = {
-    "__future__", "math", "decimal", "dataclasses", "collections", "collections.abc", "enum",
-    "typing", "state.errors", "state.models",
-}  # fmt: skip
+    "__future__",
+    "math",
+    "decimal",
+    "dataclasses",
+    "collections",
+    "collections.abc",
+    "enum",
+    "typing",
+    "state.errors",
+    "state.models",
+}
 PURE_MODULES = ["state/margin.py", "state/models.py", "state/errors.py"]
 
 

@@ -16,7 +16,7 @@ about one position in sixteen within 1.5% of liquidation, so a random walk
 of a few tenths of a percent a second (with a sharp move of a few percent now
 and then) liquidates a steady trickle from the first seconds on, and the bulk
 further out keeps it going for many minutes. Measured on 1,500 accounts
-(~3,500 positions) against ``watcher.sim.walk.PriceWalk`` stepping every
+(~3,500 positions) against ``watcher.demo.sim.walk.PriceWalk`` stepping every
 second (volatility 0.002, jumps of ~3% with probability 0.005): ~140
 liquidations in the first minute, then 5-130 a minute for ten minutes, with
 no position re-opened.

@@ -8,7 +8,6 @@ away from the executor) and reads each symbol's mark hash for the marks line.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -18,8 +17,9 @@ from typing import TextIO
 
 import redis.asyncio as aioredis
 
+from state.events import EventError, LiquidationEvent
 from state.keys import Keys
-from watcher.streams import Fields, stream_entries
+from state.store.streams import stream_entries
 
 MarkFields = tuple[bytes | str | None, bytes | str | None]
 
@@ -70,35 +70,30 @@ def short_symbol(symbol: str) -> str:
     return symbol.removeprefix("PERP_").removesuffix("_USDC")
 
 
-def format_event(fields: Fields) -> str:
-    """Return one line describing a liquidation event's fields (bytes or str)."""
-    data = {str(_text(k)): _text(v) for k, v in fields.items()}
-    get = data.get
-    try:
-        legs = str(len(json.loads(get("positions") or "")))
-    except (ValueError, TypeError):
-        legs = _MISSING
-    mark_ts, detected_ts = get("mark_ts"), get("detected_ts")
-    lag = (
-        f"{int(detected_ts) - int(mark_ts)}ms"
-        if mark_ts and detected_ts and mark_ts.isdigit() and detected_ts.isdigit()
-        else _MISSING
-    )
+def format_event(event: LiquidationEvent) -> str:
+    """Return one line describing a liquidation event."""
+    seq = _MISSING if event.seq is None else str(event.seq)
+    liq = _MISSING if event.liq_price is None else _price(str(event.liq_price))
     return "  ".join(
         (
-            _clock(detected_ts),
-            f"{get('kind') or _MISSING:<8}",
-            get("account") or _MISSING,
-            get("symbol") or _MISSING,
-            f"mark {_price(get('mark_price'))}",
-            f"liq {_price(get('liq_price'))}",
-            f"equity/mm {_money(get('equity'))}/{_money(get('maintenance_margin'))}",
-            f"legs {legs}",
-            f"lag {lag}",
-            f"seq {get('seq') or _MISSING}",
-            f"id {get('id') or _MISSING}",
+            _clock(str(event.detected_ts)),
+            f"{event.kind.value:<8}",
+            event.account,
+            event.symbol,
+            f"mark {_price(str(event.mark_price))}",
+            f"liq {liq}",
+            f"equity/mm {_money(str(event.equity))}/{_money(str(event.maintenance_margin))}",
+            f"legs {len(event.positions)}",
+            f"lag {event.detected_ts - event.mark_ts}ms",
+            f"seq {seq}",
+            f"id {event.id}",
         )
     )
+
+
+def format_unreadable(entry_id: str, error: EventError) -> str:
+    """Return one line for an events-stream entry that is not a liquidation event."""
+    return f"unreadable event {entry_id}: {error}"
 
 
 def format_marks(marks: Mapping[str, MarkFields], totals: Mapping[str, int]) -> str:
@@ -160,9 +155,14 @@ class ConsoleView:
             self._last_id = entry_id
             if not fields:
                 continue
-            kind = _text(fields.get(b"kind") or fields.get("kind"))
-            self.totals[kind or _MISSING] += 1
-            self._write(format_event(fields))
+            try:
+                event = LiquidationEvent.from_fields(fields)
+            except EventError as exc:
+                self.totals[_MISSING] += 1
+                self._write(format_unreadable(str(_text(entry_id)), exc))
+            else:
+                self.totals[event.kind.value] += 1
+                self._write(format_event(event))
             printed += 1
         return printed
 

@@ -20,16 +20,16 @@ import asyncio
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 
+from state.events import EventError, LiquidationEvent
 from state.keys import Keys
 from state.models import MarginMode
-from watcher.streams import Entry, Fields, stream_entries
+from state.store.streams import Entry, Fields, stream_entries
 
 Message = dict[str, object]
 
@@ -40,95 +40,30 @@ _CENT = Decimal("0.01")
 _REOPEN_LEVERAGES = range(5, 51)
 
 
-class BadEvent(ValueError):
-    """An events-stream entry that is not a liquidation event this executor can close."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClosedLeg:
-    """One position a liquidation event lists."""
-
-    symbol: str
-    margin_mode: MarginMode
-    qty: Decimal
-    entry_price: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class Liquidation:
-    """The fields of a liquidation event the executor acts on."""
-
-    id: str
-    kind: MarginMode
-    account: str
-    symbol: str
-    legs: tuple[ClosedLeg, ...]
-    equity: Decimal
-    maintenance_margin: Decimal
-    seq: int
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _decimal(name: str, value: object) -> Decimal:
+def _decimal(name: str, value: str) -> Decimal:
     try:
-        result = Decimal(value if isinstance(value, str | int | Decimal) else str(value))
+        result = Decimal(value)
     except InvalidOperation:
-        raise BadEvent(f"{name} is not a decimal: {value!r}") from None
+        raise EventError(f"{name} is not a decimal: {value!r}") from None
     if not result.is_finite():
-        raise BadEvent(f"{name} must be finite, got {value!r}")
+        raise EventError(f"{name} must be finite, got {value!r}")
     return result
 
 
-def _leg(item: object) -> ClosedLeg:
-    if not isinstance(item, dict):
-        raise BadEvent(f"positions must hold objects, got {item!r}")
-    try:
-        return ClosedLeg(
-            symbol=str(item["symbol"]),
-            margin_mode=MarginMode(item["margin_mode"]),
-            qty=_decimal("qty", item["qty"]),
-            entry_price=_decimal("entry_price", item["entry_price"]),
-        )
-    except (KeyError, ValueError) as exc:
-        raise BadEvent(f"bad position {item!r}: {exc}") from None
-
-
-def parse_event(fields: Fields) -> Liquidation:
-    """Parse an events-stream entry's fields (bytes or str); raise BadEvent if unusable."""
-    data = {_text(k): _text(v) for k, v in fields.items()}
-    try:
-        positions = json.loads(data["positions"], parse_float=Decimal, parse_int=Decimal)
-        if not isinstance(positions, list):
-            raise BadEvent("positions must be a JSON array")
-        return Liquidation(
-            id=data["id"],
-            kind=MarginMode(data["kind"]),
-            account=data["account"],
-            symbol=data["symbol"],
-            legs=tuple(_leg(item) for item in positions),
-            equity=_decimal("equity", data["equity"]),
-            maintenance_margin=_decimal("maintenance_margin", data["maintenance_margin"]),
-            seq=int(data["seq"]),
-        )
-    except BadEvent:
-        raise
-    except (KeyError, ValueError) as exc:
-        raise BadEvent(f"bad event: {exc!r}") from None
-
-
-def remaining_balance(event: Liquidation, penalty: Decimal) -> Decimal:
+def remaining_balance(event: LiquidationEvent, penalty: Decimal) -> Decimal:
     """Return a CROSS account's balance after liquidation: ``max(0, equity - mm * penalty)``."""
     left = event.equity - event.maintenance_margin * penalty
     return max(Decimal(0), left).quantize(_CENT, rounding=ROUND_DOWN)
 
 
-def closing_updates(event: Liquidation, penalty: Decimal, first_seq: int) -> list[Message]:
+def closing_updates(event: LiquidationEvent, penalty: Decimal, first_seq: int) -> list[Message]:
     """Return the input updates that close ``event``'s positions, numbered from ``first_seq``."""
     updates: list[Message] = []
-    for leg in event.legs:
+    for leg in event.positions:
         update: Message = {
             "type": "position",
             "account": event.account,
@@ -150,7 +85,7 @@ def closing_updates(event: Liquidation, penalty: Decimal, first_seq: int) -> lis
 
 
 def reopen_updates(
-    event: Liquidation, mark: Decimal, rng: random.Random, penalty: Decimal, first_seq: int
+    event: LiquidationEvent, mark: Decimal, rng: random.Random, penalty: Decimal, first_seq: int
 ) -> list[Message]:
     """Return updates opening a fresh position of the event's kind on its symbol at ``mark``.
 
@@ -158,7 +93,7 @@ def reopen_updates(
     drawn from ``rng``; a CROSS account gets a deposit of the initial margin
     on top of what it had left.
     """
-    sizes = [abs(leg.qty) for leg in event.legs if leg.symbol == event.symbol and leg.qty]
+    sizes = [abs(leg.qty) for leg in event.positions if leg.symbol == event.symbol and leg.qty]
     if not sizes:
         return []
     qty = sizes[0] * rng.choice((1, -1))
@@ -267,8 +202,8 @@ class DemoExecutor:
         updates: list[Message] = []
         if fields:
             try:
-                event = parse_event(fields)
-            except BadEvent as exc:
+                event = LiquidationEvent.from_fields(fields)
+            except EventError as exc:
                 self._log.warning(
                     "demo.executor.bad_event", entry_id=_text(entry_id), reason=str(exc)
                 )
@@ -280,8 +215,8 @@ class DemoExecutor:
             pipe.xack(self._keys.events, self._group, entry_id)
             await pipe.execute()
 
-    async def _updates(self, event: Liquidation) -> list[Message]:
-        first = max(event.seq, self._last_seq.get(event.account, 0)) + 1
+    async def _updates(self, event: LiquidationEvent) -> list[Message]:
+        first = max(event.seq or 0, self._last_seq.get(event.account, 0)) + 1
         updates = closing_updates(event, self._penalty, first)
         # Seeded by the event id: handling the same event again re-opens the same way.
         rng = random.Random(event.id)

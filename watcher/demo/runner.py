@@ -15,18 +15,18 @@ import logging
 import sys
 from typing import TextIO
 
-import redis.asyncio as aioredis
-
-from watcher.app import run_daemon
-from watcher.config import Settings
+from state.inputs import validate_lines
+from state.store import Store
+from state.store.client import open_client
+from watcher.daemon.app import run_daemon
+from watcher.daemon.config import Settings
+from watcher.daemon.logs import configure_logging
 from watcher.demo.book import demo_markets, demo_marks, generate_book
 from watcher.demo.console import ConsoleView
 from watcher.demo.executor import DemoExecutor
+from watcher.demo.redis_server import RedisServer
+from watcher.demo.sim.orderly import OrderlyMarkServer
 from watcher.feeds.spec import FeedSpec
-from watcher.loader import append_messages, validate_lines
-from watcher.logs import configure_logging
-from watcher.redis_server import RedisServer
-from watcher.sim.orderly import OrderlyMarkServer
 
 
 async def run_demo(
@@ -44,9 +44,13 @@ async def run_demo(
     stop = asyncio.Event()
     with RedisServer() as redis_server:
         feed = OrderlyMarkServer(
-            marks, interval=interval, random_walk=True, seed=seed, volatility=0.002,
+            marks,
+            interval=interval,
+            random_walk=True,
+            seed=seed,
+            volatility=0.002,
             jump_probability=0.005,
-        )  # fmt: skip
+        )
         async with feed:
             settings = Settings(
                 redis_url=redis_server.url,
@@ -62,12 +66,14 @@ async def run_demo(
                 file=out,
                 flush=True,
             )
-            redis = aioredis.Redis.from_url(redis_server.url)
+            redis = open_client(redis_server.url)
             try:
-                book = [json.dumps(m).encode() for m in generate_book(
-                    markets, marks, accounts=accounts, seed=seed)]  # fmt: skip
+                book = [
+                    json.dumps(m).encode()
+                    for m in generate_book(markets, marks, accounts=accounts, seed=seed)
+                ]
                 messages = validate_lines(book, markets, source="demo book")
-                await append_messages(redis, settings.keys, messages)
+                await Store(redis, settings.keys).append_input(messages)
                 print(f"loaded {len(messages)} input messages for {accounts} accounts", file=out)
                 executor = DemoExecutor(redis, settings.keys, reopen_probability=0.5)
                 console = ConsoleView(redis, settings.keys, sorted(markets), out=out)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
@@ -30,17 +30,41 @@ class SymbolStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """The latest mark of a symbol and the extremes accepted since the engine last took it."""
+    """The latest mark of a symbol and the extremes accepted since the engine last took it.
+
+    ``revived``: the symbol was last reported STALE, and this mark brings it back.
+    """
 
     mark: MarkPrice
     low: Decimal
     high: Decimal
+    revived: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What :meth:`MarkBook.offer` did with a mark: accepted, held, or refused and why."""
+
+    accepted: bool
+    held: bool = False
+    reason: RejectReason | None = None
+
+
+ACCEPTED = Offer(accepted=True)
+HELD = Offer(accepted=False, held=True)
 
 
 class _Slot:
     __slots__ = (
-        "held", "high", "jump_band", "last_ts", "low", "mark", "reported", "stale_after",
-    )  # fmt: skip
+        "held",
+        "high",
+        "jump_band",
+        "last_ts",
+        "low",
+        "mark",
+        "reported",
+        "stale_after",
+    )
 
     def __init__(self, stale_after: float, jump_band: Decimal | None = None) -> None:
         self.stale_after = stale_after
@@ -53,9 +77,12 @@ class _Slot:
         self.mark: MarkPrice | None = None
         self.low = Decimal(0)
         self.high = Decimal(0)
-        # What check_staleness last told the caller; every symbol starts STALE
-        # (nothing known), so its first mark is reported as a transition to LIVE.
+        # The status last reported (by check_staleness or take); every symbol
+        # starts STALE (nothing known), so its first mark is a transition to LIVE.
         self.reported = SymbolStatus.STALE
+
+    def fresh(self, mark: MarkPrice, now: float) -> bool:
+        return now - mark.recv_ts <= self.stale_after
 
 
 class MarkBook:
@@ -67,6 +94,11 @@ class MarkBook:
     (``duplicate_ts``) unless the feed's venue stamps coarsely
     (``equal_ts_ok``) and the price differs. Refusals are counted by reason in
     :attr:`rejected` and change nothing else.
+
+    The book is the one owner of freshness: a mark is fresh while it is at
+    most its symbol's ``stale_after`` old (monotonic receive time); a symbol
+    is LIVE while its latest accepted mark is fresh, and each change of that
+    status is reported once (by :meth:`check_staleness` or :meth:`take`).
     """
 
     def __init__(
@@ -105,8 +137,7 @@ class MarkBook:
         """Return the configured symbols."""
         return frozenset(self._slots)
 
-    def refusal(self, mark: MarkPrice, *, equal_ts_ok: bool = False) -> RejectReason | None:
-        """Return why :meth:`offer` would refuse ``mark`` now, or None if it would accept it."""
+    def _refusal(self, mark: MarkPrice, equal_ts_ok: bool) -> RejectReason | None:
         slot = self._slots.get(mark.symbol)
         if slot is None:
             return "unknown_symbol"
@@ -121,16 +152,19 @@ class MarkBook:
                     return "duplicate_ts"
         return None
 
-    def offer(self, mark: MarkPrice, *, equal_ts_ok: bool = False) -> bool:
-        """Accept ``mark`` unless :meth:`refusal` names a reason (then count it); say which."""
-        reason = self.refusal(mark, equal_ts_ok=equal_ts_ok)
+    def offer(self, mark: MarkPrice, *, equal_ts_ok: bool = False) -> Offer:
+        """Take ``mark`` into the book, hold it (jump guard) or refuse it; say which and why.
+
+        Refusals are counted by reason in :attr:`rejected`.
+        """
+        reason = self._refusal(mark, equal_ts_ok)
         if reason is not None:
             self.rejected[reason] += 1
-            return False
+            return Offer(accepted=False, reason=reason)
         slot = self._slots[mark.symbol]
         band, last = slot.jump_band, slot.mark
         if band is not None and last is not None and not self._confirmed(slot, last, band, mark):
-            return False
+            return HELD
         slot.mark = mark
         slot.last_ts[mark.source] = mark.venue_ts
         price = mark.price
@@ -144,7 +178,7 @@ class MarkBook:
             self._dirty.add(mark.symbol)
             self._changed.set()
         self.accepted += 1
-        return True
+        return ACCEPTED
 
     def _confirmed(self, slot: _Slot, last: MarkPrice, band: Decimal, mark: MarkPrice) -> bool:
         """Apply the jump guard: hold a mark that jumped beyond the band until one confirms it.
@@ -186,16 +220,30 @@ class MarkBook:
         """Wake a waiter without a new mark (the engine has other work, such as nudged accounts)."""
         self._changed.set()
 
-    def take(self) -> dict[str, Tick]:
-        """Return a Tick for every symbol with marks since the last take, and forget them."""
+    def take(self, now: float) -> dict[str, Tick]:
+        """Return a Tick for every symbol with a fresh mark since the last take; forget them all.
+
+        A taken symbol is reported LIVE (its tick says if that is news): the
+        taker records it as LIVE, so that its going STALE later is reported
+        even if no :meth:`check_staleness` ran in between.
+        """
         ticks: dict[str, Tick] = {}
         for symbol in self._dirty:
             slot = self._slots[symbol]
             assert slot.mark is not None  # a dirty slot always holds the mark that dirtied it
-            ticks[symbol] = Tick(slot.mark, slot.low, slot.high)
+            if not slot.fresh(slot.mark, now):
+                continue
+            revived = slot.reported is SymbolStatus.STALE
+            slot.reported = SymbolStatus.LIVE
+            ticks[symbol] = Tick(slot.mark, slot.low, slot.high, revived)
         self._dirty.clear()
         self._changed.clear()
         return ticks
+
+    def is_fresh(self, mark: MarkPrice, now: float) -> bool:
+        """Whether ``mark`` (of a configured symbol) is still fresh at ``now``."""
+        slot = self._slots.get(mark.symbol)
+        return slot is not None and slot.fresh(mark, now)
 
     def latest(self, symbol: str) -> MarkPrice | None:
         """Return the latest accepted mark of ``symbol``, taken or not."""
@@ -210,11 +258,9 @@ class MarkBook:
     def status(self, symbol: str, now: float) -> SymbolStatus:
         """Return LIVE if ``symbol`` had an accepted mark within its stale_after of ``now``."""
         slot = self._slots.get(symbol)
-        if slot is None or slot.mark is None:
+        if slot is None or slot.mark is None or not slot.fresh(slot.mark, now):
             return SymbolStatus.STALE
-        if now - slot.mark.recv_ts <= slot.stale_after:
-            return SymbolStatus.LIVE
-        return SymbolStatus.STALE
+        return SymbolStatus.LIVE
 
     def check_staleness(self, now: float) -> list[tuple[str, SymbolStatus]]:
         """Return the symbols whose status changed since the last call, with the new status."""

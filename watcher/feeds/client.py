@@ -26,7 +26,7 @@ from state.models import MarkPrice
 from watcher.feeds.backoff import Backoff
 from watcher.feeds.book import MarkBook
 from watcher.feeds.errors import FrameError
-from watcher.feeds.spec import FeedSpec
+from watcher.feeds.spec import FeedSpec, public_url
 from watcher.feeds.venue import ParseResult, Venue
 
 Clock = Callable[[], float]
@@ -132,7 +132,7 @@ async def run_feed(
     """
     url = venue.url(feed.url, feed.symbols)
     base_log = log if log is not None else structlog.get_logger()
-    log = base_log.bind(feed=venue.name, url=_public_url(url))
+    log = base_log.bind(feed=venue.name, url=public_url(url))
     stats = stats if stats is not None else FeedStats()
     session = _Session(feed, venue, book, stats, log, clock, log_interval)
     while True:
@@ -180,11 +180,6 @@ async def run_feed(
             error=error,
         )
         await asyncio.sleep(delay)
-
-
-def _public_url(url: str) -> str:
-    # Drop the query: some venues put listen keys or tokens there.
-    return url.split("?", 1)[0]
 
 
 class _Session:
@@ -318,18 +313,20 @@ class _Session:
                 continue
             delivered = True
             mark = MarkPrice(symbol, mark.price, mark.venue_ts, mark.recv_ts, self.source)
-            if self.book.offer(mark, equal_ts_ok=self.equal_ts_ok):
+            offer = self.book.offer(mark, equal_ts_ok=self.equal_ts_ok)
+            if offer.accepted:
                 self.stats.marks += 1
-            elif self.book.held(mark.symbol) is mark:
+            elif offer.held:
                 # Rare by nature, and an operator wants each one: not bursted.
                 last = self.book.latest(mark.symbol)
                 self.log.warning(
-                    "price.jump_held", symbol=mark.symbol, price=str(mark.price),
+                    "price.jump_held",
+                    symbol=mark.symbol,
+                    price=str(mark.price),
                     last=None if last is None else str(last.price),
-                )  # fmt: skip
-            else:
-                refusal = self.book.refusal(mark, equal_ts_ok=self.equal_ts_ok)
-                self.price_log.note(refusal or "unknown", mark.symbol)
+                )
+            elif offer.reason is not None:
+                self.price_log.note(offer.reason, mark.symbol)
         # A refusal for a market nobody asked for is noise, not an alarm.
         wanted = [r for r in result.rejects if r.symbol is None or r.symbol in self.routes]
         self.book.note_rejects(wanted)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from watcher.clock import wall_ms
 from watcher.feeds.errors import FrameError, PriceRejected
 from watcher.feeds.prices import parse_iso_ts, parse_symbol
 from watcher.feeds.venue import (
@@ -28,7 +29,6 @@ from watcher.feeds.venue import (
     WallClock,
     dump_json,
     load_json,
-    wall_ms,
 )
 
 CHANNEL = "v4_markets"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from watcher.clock import wall_ms
 from watcher.feeds.errors import FrameError
 from watcher.feeds.venue import (
     IGNORED,
@@ -20,7 +21,6 @@ from watcher.feeds.venue import (
     WallClock,
     dump_json,
     load_json,
-    wall_ms,
 )
 
 CHANNEL = "activeAssetCtx"

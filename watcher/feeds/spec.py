@@ -6,6 +6,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+# A mark more than 25% away from the last accepted one waits for the next
+# mark to confirm it.
+DEFAULT_JUMP_BAND = 0.25
+
+
+def public_url(url: str) -> str:
+    """Return ``url`` without its query: some venues put listen keys or tokens there."""
+    return url.split("?", 1)[0]
+
+
+def default_silence_timeout(stale_after: float) -> float:
+    """Return the silence watchdog of a feed: three stale periods, at least 10 s."""
+    return max(10.0, 3 * stale_after)
+
 
 @dataclass(frozen=True, slots=True)
 class FeedSpec:
@@ -14,9 +28,12 @@ class FeedSpec:
     ``symbol_map`` maps a venue symbol (``BTCUSDT``) to the symbol positions
     use (``PERP_BTC_USDC``); a venue symbol without an entry keeps its name.
     ``stale_after`` is how long, in seconds of the monotonic clock, a symbol
-    stays LIVE without a new accepted mark. ``silence_timeout``, if set, closes
-    and reopens a connection that has delivered no mark for that long (a
-    silent socket that still answers pings).
+    stays LIVE without a new accepted mark. ``silence_timeout`` closes and
+    reopens a connection that has delivered no mark for that long (a silent
+    socket that still answers pings); by default three ``stale_after``, at
+    least 10 s. ``jump_band`` holds a mark that moved more than that fraction
+    from the last accepted one until the next confirms it; None turns the
+    guard off. A FeedSpec built in code has the defaults of a config file.
     """
 
     venue: str
@@ -25,9 +42,7 @@ class FeedSpec:
     stale_after: float
     symbol_map: Mapping[str, str] = field(default_factory=dict)
     silence_timeout: float | None = None
-    # A mark moving more than this fraction from the last accepted one is
-    # held until the next mark confirms it (None: no guard).
-    jump_band: float | None = None
+    jump_band: float | None = DEFAULT_JUMP_BAND
     # venue symbol -> position symbol, for every subscribed symbol: one dict
     # lookup per mark on the hot path.
     routes: Mapping[str, str] = field(init=False, repr=False, compare=False)
@@ -39,7 +54,9 @@ class FeedSpec:
             raise ValueError(f"stale_after must be > 0, got {self.stale_after}")
         if self.jump_band is not None and not 0 < self.jump_band < 1:
             raise ValueError(f"jump_band must be in (0, 1), got {self.jump_band}")
-        if self.silence_timeout is not None and not self.silence_timeout > 0:
+        if self.silence_timeout is None:
+            object.__setattr__(self, "silence_timeout", default_silence_timeout(self.stale_after))
+        elif not self.silence_timeout > 0:
             raise ValueError(f"silence_timeout must be > 0, got {self.silence_timeout}")
         unknown = set(self.symbol_map) - set(self.symbols)
         if unknown:

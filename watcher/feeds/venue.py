@@ -9,7 +9,6 @@ nothing downstream changes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -85,11 +84,6 @@ class Venue(Protocol):
 
 
 WallClock = Callable[[], int]
-
-
-def wall_ms() -> int:
-    """Return the wall clock in milliseconds: the venue_ts of a venue that stamps nothing."""
-    return time.time_ns() // 1_000_000
 
 
 def load_json(frame: str | bytes) -> object:

@@ -1,0 +1,192 @@
+"""The liquidation event: one frozen type, written to and read from the events stream.
+
+The stream entry's fields are flat strings (README, "Output: liquidation
+events"); :meth:`LiquidationEvent.to_fields` writes them and
+:meth:`LiquidationEvent.from_fields` reads them back, exactly: every Decimal
+keeps the text it was written with, so ``from_fields(e.to_fields()) == e``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from state.errors import LiqwatchError
+from state.models import MarginMode, Position
+
+# Stream fields as redis-py returns them (bytes) or as views hold them (str).
+Fields = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str]
+
+
+class EventError(LiqwatchError, ValueError):
+    """An events-stream entry that is not a well-formed liquidation event."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventLeg:
+    """One liquidated position as the event lists it, with the mark it was priced at."""
+
+    symbol: str
+    margin_mode: MarginMode
+    qty: Decimal
+    entry_price: Decimal
+    margin: Decimal | None
+    mark_price: Decimal
+
+    @classmethod
+    def of(cls, position: Position, mark: Decimal) -> EventLeg:
+        """List ``position`` priced at ``mark``."""
+        return cls(
+            position.symbol,
+            position.margin_mode,
+            position.qty,
+            position.entry_price,
+            position.margin,
+            mark,
+        )
+
+    def to_json(self) -> dict[str, str]:
+        """Return the leg as the ``positions`` array holds it."""
+        out = {
+            "symbol": self.symbol,
+            "margin_mode": self.margin_mode.value,
+            "qty": str(self.qty),
+            "entry_price": str(self.entry_price),
+        }
+        if self.margin is not None:
+            out["margin"] = str(self.margin)
+        out["mark_price"] = str(self.mark_price)
+        return out
+
+    @classmethod
+    def from_json(cls, item: Any) -> EventLeg:
+        """Read one element of ``positions``; EventError if it is not a leg."""
+        if not isinstance(item, dict):
+            raise EventError(f"positions: must hold objects, got {item!r}")
+        try:
+            mode = MarginMode(item["margin_mode"])
+            margin = item.get("margin")
+            return cls(
+                symbol=_str(item["symbol"], "positions.symbol"),
+                margin_mode=mode,
+                qty=_dec(item["qty"], "positions.qty"),
+                entry_price=_dec(item["entry_price"], "positions.entry_price"),
+                margin=None if margin is None else _dec(margin, "positions.margin"),
+                mark_price=_dec(item["mark_price"], "positions.mark_price"),
+            )
+        except KeyError as exc:
+            raise EventError(f"positions: a leg lacks {exc}") from None
+        except ValueError as exc:
+            raise EventError(f"positions: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class LiquidationEvent:
+    """One liquidation decision, as committed to the events stream."""
+
+    id: str
+    kind: MarginMode
+    account: str
+    symbol: str
+    positions: tuple[EventLeg, ...]
+    mark_price: Decimal
+    marks: Mapping[str, Decimal]
+    liq_price: Decimal | None
+    equity: Decimal
+    maintenance_margin: Decimal
+    mark_ts: int
+    detected_ts: int
+    seq: int | None
+
+    def to_fields(self) -> dict[str, str]:
+        """Return the flat string fields of the stream entry, in the documented order."""
+        return {
+            "id": self.id,
+            "kind": self.kind.value,
+            "account": self.account,
+            "symbol": self.symbol,
+            "positions": orjson.dumps([leg.to_json() for leg in self.positions]).decode(),
+            "mark_price": str(self.mark_price),
+            "marks": orjson.dumps({s: str(p) for s, p in self.marks.items()}).decode(),
+            "liq_price": "" if self.liq_price is None else str(self.liq_price),
+            "equity": str(self.equity),
+            "maintenance_margin": str(self.maintenance_margin),
+            "mark_ts": str(self.mark_ts),
+            "detected_ts": str(self.detected_ts),
+            "seq": "" if self.seq is None else str(self.seq),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> LiquidationEvent:
+        """Read a stream entry's fields (bytes or str); EventError names what is wrong."""
+        f = {_text(k): _text(v) for k, v in fields.items()}
+
+        def get(name: str) -> str:
+            try:
+                return f[name]
+            except KeyError:
+                raise EventError(f"{name}: missing") from None
+
+        try:
+            kind = MarginMode(get("kind"))
+        except ValueError:
+            raise EventError(f"kind: must be CROSS or ISOLATED, got {f['kind']!r}") from None
+        positions = _json(get("positions"), "positions")
+        if not isinstance(positions, list):
+            raise EventError("positions: must be a JSON array")
+        marks = _json(get("marks"), "marks")
+        if not isinstance(marks, dict):
+            raise EventError("marks: must be a JSON object")
+        liq_price, seq = get("liq_price"), get("seq")
+        return cls(
+            id=get("id"),
+            kind=kind,
+            account=get("account"),
+            symbol=get("symbol"),
+            positions=tuple(EventLeg.from_json(item) for item in positions),
+            mark_price=_dec(get("mark_price"), "mark_price"),
+            marks={_str(s, "marks"): _dec(p, f"marks.{s}") for s, p in marks.items()},
+            liq_price=_dec(liq_price, "liq_price") if liq_price else None,
+            equity=_dec(get("equity"), "equity"),
+            maintenance_margin=_dec(get("maintenance_margin"), "maintenance_margin"),
+            mark_ts=_int(get("mark_ts"), "mark_ts"),
+            detected_ts=_int(get("detected_ts"), "detected_ts"),
+            seq=_int(seq, "seq") if seq else None,
+        )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise EventError(f"{name}: must be a string, got {value!r}")
+    return value
+
+
+def _dec(value: Any, name: str) -> Decimal:
+    try:
+        result = Decimal(_str(value, name))
+    except InvalidOperation:
+        raise EventError(f"{name}: not a decimal: {value!r}") from None
+    if not result.is_finite():
+        raise EventError(f"{name}: must be finite, got {value!r}")
+    return result
+
+
+def _int(text: str, name: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise EventError(f"{name}: not a non-negative integer: {text[:80]!r}")
+    return int(text)
+
+
+def _json(text: str, name: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise EventError(f"{name}: not JSON: {exc}") from None

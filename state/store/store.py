@@ -1,0 +1,205 @@
+"""The Redis store: read accounts, commit change sets, record marks, hold leases, append input.
+
+Every multi-key change goes through ``lua/commit.lua`` (see its header for
+the races each guard prevents); every script is reloaded by itself after a
+Redis restart (NOSCRIPT), in pipelines too (:mod:`state.store.scripts`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+
+from state.account import AccountState
+from state.changes import ChangeSet
+from state.errors import StoreError
+from state.keys import Keys
+from state.store.scripts import Script
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What the commit script answered: OK, DUP, CONFLICT, LEASE or NX."""
+
+    outcome: str
+    version: int
+    entry_id: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether the change set was written."""
+        return self.outcome == "OK"
+
+
+def _result(raw: Sequence[Any]) -> CommitResult:
+    def text(x: Any) -> str:
+        return x.decode() if isinstance(x, bytes) else str(x)
+
+    outcome = text(raw[0])
+    version = text(raw[1]) if len(raw) > 1 else "0"
+    return CommitResult(outcome, int(version or 0), text(raw[2]) if len(raw) > 2 else "")
+
+
+@dataclass(frozen=True, slots=True)
+class TickRow:
+    """One symbol's conflated tick as the tick script takes it."""
+
+    symbol: str
+    price: Decimal
+    venue_ts: int
+    recv_ms: int
+    source: str
+    down_bound: float
+    up_bound: float
+
+
+class Store:
+    """liqwatch's state in Redis, for one shard."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._commit = Script(redis, "commit")
+        self._tick = Script(redis, "tick")
+        self._renew = Script(redis, "renew_lease")
+        self._release = Script(redis, "release_lease")
+        self._drop_heartbeat = Script(redis, "drop_heartbeat")
+
+    async def load(self, account: str) -> AccountState:
+        """Read one account (an empty one if Redis has none)."""
+        return (await self.load_many([account]))[account]
+
+    async def load_many(
+        self, accounts: Iterable[str], broken: dict[str, StoreError] | None = None
+    ) -> dict[str, AccountState]:
+        """Read several accounts in one pipelined round trip.
+
+        An account Redis holds in a form the store cannot read raises
+        StoreError, or, when ``broken`` is given, is left out and recorded
+        there, so that one bad account cannot stop everyone else's decisions.
+        """
+        names = list(dict.fromkeys(accounts))
+        if not names:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.keys.account(name))
+            pipe.hgetall(self.keys.positions(name))
+        replies = await pipe.execute()
+        out: dict[str, AccountState] = {}
+        for i, name in enumerate(names):
+            fields, positions = replies[2 * i], replies[2 * i + 1]
+            if not fields and not positions:
+                out[name] = AccountState.empty(name)
+                continue
+            try:
+                out[name] = AccountState.from_redis(name, fields, positions)
+            except StoreError as exc:
+                if broken is None:
+                    raise
+                broken[name] = exc
+        return out
+
+    async def commit(self, change: ChangeSet) -> CommitResult:
+        """Apply one change set atomically."""
+        return _result(await self._commit.one(change.keys, [change.argument()]))
+
+    async def commit_many(self, changes: Sequence[ChangeSet]) -> list[CommitResult]:
+        """Apply several independent change sets in one pipelined round trip."""
+        if not changes:
+            return []
+        raw = await self._commit.many([(c.keys, [c.argument()]) for c in changes])
+        return [_result(r) for r in raw]
+
+    async def acquire_lease(self, owner: str, ttl_ms: int) -> Literal["renewed", "acquired", ""]:
+        """Renew the input lease if it is ours, else take it if it is free; "" if neither.
+
+        "acquired" means it was not ours a moment ago, even if we held it
+        before: whoever held it in between may have left entries pending.
+        """
+        key = self.keys.input_lease
+        if await self._renew.one([key], [owner, ttl_ms]):
+            return "renewed"
+        return "acquired" if await self.redis.set(key, owner, nx=True, px=ttl_ms) else ""
+
+    async def release_lease(self, owner: str) -> None:
+        """Give the lease up at shutdown so another instance need not wait for it to lapse."""
+        await self._release.one([self.keys.input_lease], [owner])
+
+    async def record_and_query(
+        self, rows: Sequence[TickRow]
+    ) -> list[tuple[list[bytes], list[bytes]]]:
+        """Record each row's mark (LIVE) for operators and query the index, in one command.
+
+        Each answer holds the members of the symbol's down set scored >=
+        ``down_bound`` and of its up set scored <= ``up_bound``.
+        """
+        if not rows:
+            return []
+        keys: list[str] = []
+        args: list[str | int] = []
+        for r in rows:
+            keys += [
+                self.keys.mark(r.symbol),
+                self.keys.index(r.symbol, "down"),
+                self.keys.index(r.symbol, "up"),
+            ]
+            args += [
+                str(r.price),
+                r.venue_ts,
+                r.recv_ms,
+                "LIVE",
+                r.source,
+                repr(r.down_bound),
+                repr(r.up_bound),
+            ]
+        replies = await self._tick.one(keys, args)
+        return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(rows))]
+
+    async def set_mark_status(self, symbol: str, status: str) -> None:
+        """Record a symbol's LIVE/STALE transition."""
+        await self.redis.hset(self.keys.mark(symbol), "status", status)
+
+    async def drop_heartbeat(self, instance: str) -> None:
+        """Delete the heartbeat key at a clean stop, if ``instance`` wrote the current one."""
+        await self._drop_heartbeat.one([self.keys.health], [instance])
+
+    async def liquidating_before(self, ms: int) -> tuple[int, str | None, int]:
+        """Count liquidations claimed before ``ms``; name the oldest and its claim time."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcount(self.keys.liquidating, "-inf", ms)
+        pipe.zrange(self.keys.liquidating, 0, 0, withscores=True)
+        count, oldest = await pipe.execute()
+        if not count:
+            return 0, None, 0
+        member, score = oldest[0]
+        return int(count), member.decode(), int(score)
+
+    async def append_input(
+        self,
+        messages: Sequence[bytes],
+        *,
+        batch: int = 1000,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Append each message as ``msg`` to the input stream, in order; return how many.
+
+        ``progress`` is called after each pipelined batch with the number
+        appended so far.
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        done = 0
+        for start in range(0, len(messages), batch):
+            pipe = self.redis.pipeline(transaction=False)
+            for message in messages[start : start + batch]:
+                pipe.xadd(self.keys.input, {"msg": message})
+            await pipe.execute()
+            done = min(start + batch, len(messages))
+            if progress is not None:
+                progress(done)
+        return done

@@ -1,0 +1,59 @@
+"""The benchmark suite at tiny N, so that ``make bench`` cannot rot between runs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from bench import book as bookgen
+from bench import report
+from bench.__main__ import QUICK, run
+from bench.suite import full_recompute
+
+TINY = replace(
+    QUICK,
+    n=600,
+    sizes=(150,),
+    recompute_runs=(2, 2),
+    tick_runs=2,
+    ticks_per_run=20,
+    throughput_runs=2,
+    batches_per_run=10,
+    walk_steps=10,
+    stress_steps=10,
+    latency_seconds=0.5,
+    crash_target=60,
+)
+
+
+def test_book_is_deterministic_mixed_and_healthy_at_the_start() -> None:
+    a, b = bookgen.generate(400, seed=3), bookgen.generate(400, seed=3)
+    assert a.messages == b.messages
+    assert a.messages != bookgen.generate(400, seed=4).messages
+    s = a.summary()
+    assert s["positions"] >= 400
+    assert 0.6 < s["cross_legs"] / s["positions"] < 0.8
+    assert s["both_modes_on_one_symbol"] > 0
+    assert {p.symbol for acct in a.accounts for p in acct.cross} <= set(bookgen.SYMBOLS)
+    assert not full_recompute(a.accounts, bookgen.models(), bookgen.start_marks())
+
+
+async def test_every_measurement_runs_and_the_readme_block_renders(tmp_path: Path) -> None:
+    results = await run(TINY, log=lambda _: None, freeze_gc=False)
+    assert set(results["per_tick"]) == {"150", "600"}
+    assert results["per_tick"]["600"]["candidates"] == {}
+    assert results["input"]["600"]["messages"] == results["books"]["600"]["messages"]
+    assert results["memory"]["bytes_per_position"] > 0
+    mass = results["mass_liquidation"]
+    assert mass["positions_liquidated"] >= TINY.crash_target
+    assert mass["check_each_once"]
+    assert mass["check_equals_full_recompute"]
+    assert results["final_check"]["ok"]
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Benchmarks\n\nmargin table\n\n## Reliability\n\nr\n")
+    report.update_readme(readme, results)
+    report.update_readme(readme, results)
+    text = readme.read_text()
+    assert text.count(report.START) == 1
+    assert "margin table" in text
+    assert text.index(report.END) < text.index("## Reliability")

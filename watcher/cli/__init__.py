@@ -1,0 +1,1 @@
+"""The ``liqwatch`` command line: every command, the operator views and their rendering."""

@@ -1,0 +1,71 @@
+"""``liqwatch inspect VIEW``: read one operator view from Redis and print it as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from watcher.cli import tables, views
+from watcher.cli.context import Failed, settings_from, with_redis
+from watcher.clock import wall_ms
+
+# Each view: its help line and its renderer (views.read_* is chosen in inspect_command).
+VIEWS: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "account": ("one account: positions, health, liquidation prices", tables.account_text),
+    "symbol": ("one symbol's members nearest to their trigger", tables.symbol_text),
+    "marks": ("every symbol's mark and its status", tables.marks_text),
+    "events": ("the last liquidation events", tables.events_text),
+    "liquidating": ("in-flight liquidations and their age", tables.liquidating_text),
+    "dead": ("the last dead letters", tables.dead_text),
+    "stats": ("counters, stream lengths, the input group's backlog", tables.stats_text),
+}
+
+
+def add_view_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    """Add the options of one view to its parser."""
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    if name == "account":
+        parser.add_argument("account", metavar="ACCOUNT")
+    elif name == "symbol":
+        parser.add_argument("symbol", metavar="SYMBOL")
+        parser.add_argument("--limit", type=positive_int, default=10, metavar="N")
+    elif name in ("events", "dead"):
+        parser.add_argument("--count", type=positive_int, default=20, metavar="N")
+
+
+def positive_int(text: str) -> int:
+    """Parse a command-line integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    """Read and print the view ``args.view``."""
+    settings = settings_from(args.config)
+    keys, markets, now = settings.keys, settings.markets, wall_ms()
+    readers: dict[str, Callable[[aioredis.Redis], Awaitable[Any]]] = {
+        "account": lambda r: views.read_account(
+            r, keys, markets, args.account, at_equality=settings.at_equality
+        ),
+        "symbol": lambda r: views.read_symbol(r, keys, args.symbol, args.limit, now),
+        "marks": lambda r: views.read_marks(r, keys, now),
+        "events": lambda r: views.read_events(r, keys, args.count),
+        "liquidating": lambda r: views.read_liquidating(r, keys, now),
+        "dead": lambda r: views.read_dead(r, keys, args.count),
+        "stats": lambda r: views.read_stats(r, keys),
+    }
+    result = with_redis(settings, readers[args.view])
+    if result is None:
+        raise Failed(f"no account {args.account!r} in Redis at {settings.redacted_redis_url}")
+    _, render = VIEWS[args.view]
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    return 0

@@ -1,0 +1,143 @@
+"""The ``liqwatch`` command line: run, demo, load, inspect, health (README, "Commands").
+
+Exit codes: 0 done; 1 the work failed (bad input lines, Redis unreachable or
+refusing, a stale or missing heartbeat, an unknown account); 2 a bad command
+line or config; 130 interrupted. Expected errors are one line on stderr;
+anything else is a bug and surfaces with its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import structlog
+
+from watcher.cli.context import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PROG,
+    Failed,
+    expected_failure,
+    scrub,
+    settings_from,
+)
+from watcher.cli.health import health_command
+from watcher.cli.inspect import VIEWS, add_view_arguments, inspect_command, positive_int
+from watcher.cli.load import load_command
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other error of liqwatch.
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of every command and option."""
+    parser = _Parser(prog=PROG, description="Watch perpetual-futures positions for liquidation.")
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser, required=True
+    )
+
+    def config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", required=True, type=Path, metavar="FILE", help="TOML config")
+
+    run = commands.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
+    config(run)
+    demo = commands.add_parser("demo", help="run the self-contained demo")
+    demo.add_argument("--accounts", type=positive_int, metavar="N", help="accounts in the book")
+    demo.add_argument("--seed", type=int, metavar="S", help="random seed")
+    demo.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    load = commands.add_parser("load", help="validate a JSONL file, then append it to the input")
+    config(load)
+    load.add_argument("input", metavar="INPUT.jsonl", help="one update per line; - for stdin")
+    load.add_argument("--batch", type=positive_int, default=1000, help=argparse.SUPPRESS)
+    health = commands.add_parser("health", help="exit 0 if the daemon's heartbeat is fresh")
+    config(health)
+    health.add_argument(
+        "--max-age",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="oldest heartbeat that counts as fresh (default 10)",
+    )
+    inspect = commands.add_parser("inspect", help="operator views of the state in Redis")
+    config(inspect)
+    view_parsers = inspect.add_subparsers(
+        dest="view", metavar="VIEW", parser_class=_Parser, required=True
+    )
+    for name, (text, _) in VIEWS.items():
+        add_view_arguments(name, view_parsers.add_parser(name, help=text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return _COMMANDS[args.command](args)
+    except Failed as exc:
+        print(f"{PROG}: {exc.reason}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = settings_from(args.config)
+    # Lazily: the other commands work without the daemon's imports.
+    from watcher.daemon.app import run_daemon
+    from watcher.daemon.logs import configure_logging
+
+    configure_logging(settings.log_format)
+    try:
+        asyncio.run(run_daemon(settings))
+    except Exception as exc:
+        reason = expected_failure(exc, settings, refusals=False)
+        if reason is None:
+            # A bug or a state nobody foresaw: the whole traceback goes to the
+            # log for the post-mortem, one line to the operator, and the
+            # supervisor restarts us.
+            structlog.get_logger().exception("daemon.crashed")
+            reason = scrub(f"fatal: {_innermost(exc)!r}", settings)
+        raise Failed(reason) from None
+    return 0
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from watcher.demo.runner import run_demo  # lazily, as for run
+
+    options = {
+        name: value
+        for name in ("accounts", "seed", "duration")
+        if (value := getattr(args, name)) is not None
+    }
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how the demo ends
+        asyncio.run(run_demo(**options))
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _run,
+    "demo": _demo,
+    "load": load_command,
+    "inspect": inspect_command,
+    "health": health_command,
+}

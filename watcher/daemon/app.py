@@ -1,0 +1,170 @@
+"""The daemon: one TaskGroup owning the feeds, the engine, the input consumer and the heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections import Counter
+from collections.abc import Iterator
+
+import orjson
+import redis.asyncio as aioredis
+import structlog
+
+from state.rules import Rules
+from state.store import Store
+from state.store.client import open_client
+from watcher.clock import wall_ms
+from watcher.daemon.config import Settings
+from watcher.daemon.consumer import InputConsumer
+from watcher.daemon.engine import Engine
+from watcher.daemon.lag import LagMeter
+from watcher.feeds import make_venue
+from watcher.feeds.backoff import Backoff
+from watcher.feeds.book import MarkBook
+from watcher.feeds.client import FeedStats, run_feed
+from watcher.feeds.spec import FeedSpec
+
+
+class Daemon:
+    """Wire the components of one liqwatch process together."""
+
+    def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
+        self.settings = settings
+        self.store = Store(redis, settings.keys)
+        self.rules = Rules(
+            settings.keys, settings.markets, settings.at_equality, settings.liq_id_ttl
+        )
+        self.book = MarkBook.from_feeds(settings.feeds)
+        self.engine = Engine(self.store, self.rules, self.book)
+        self.consumer = InputConsumer(
+            self.store,
+            self.rules,
+            owner=settings.instance,
+            live_marks=self.engine.live_marks,
+            generation=lambda: self.engine.generation,
+            nudge=self.engine.nudge,
+            lease_ttl=settings.lease_ttl,
+            batch=settings.input_batch,
+        )
+        self.feed_stats = [FeedStats() for _ in settings.feeds]
+        self.lag = LagMeter()
+        self._flushed: Counter[str] = Counter()
+        self.log = structlog.get_logger().bind(instance=settings.instance)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop``; then finish the work in flight and return."""
+        s = self.settings
+        self.log.info(
+            "daemon.starting",
+            redis=s.redacted_redis_url,
+            prefix=s.prefix,
+            feeds=[f.venue for f in s.feeds],
+            markets=len(s.markets),
+        )
+        async with asyncio.TaskGroup() as tg:
+            feeds = [
+                tg.create_task(self._feed(feed, stats), name=f"feed-{i}-{feed.venue}")
+                for i, (feed, stats) in enumerate(zip(s.feeds, self.feed_stats, strict=True))
+            ]
+            tg.create_task(self.engine.run(stop), name="engine")
+            tg.create_task(self.consumer.run(stop), name="input")
+            heartbeat = tg.create_task(self._heartbeat(stop), name="heartbeat")
+            tg.create_task(self.lag.run(stop), name="loop-lag")
+            await stop.wait()
+            self.log.info("daemon.stopping")
+            # Feeds stop taking ticks at once; the engine and the input consumer
+            # see ``stop`` and return after the batch in flight.
+            for task in feeds:
+                task.cancel()
+            await heartbeat
+        await self.store.drop_heartbeat(self.settings.instance)
+        self.log.info("daemon.stopped")
+
+    async def _feed(self, feed: FeedSpec, stats: FeedStats) -> None:
+        s = self.settings
+        backoff = Backoff(s.backoff_base, s.backoff_cap, reset_after=s.backoff_reset_after)
+        await run_feed(
+            feed,
+            make_venue(feed.venue),
+            self.book,
+            backoff=backoff,
+            stats=stats,
+            max_size=s.max_frame_bytes,
+        )
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        interval = self.settings.heartbeat_interval
+        while not stop.is_set():
+            await self.beat()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await stop.wait()
+
+    async def beat(self) -> None:
+        """Write the heartbeat key (with a TTL) and flush counters into the stats hash."""
+        s = self.settings
+        live = self.engine.live_marks()
+        now_ms = wall_ms()
+        body: dict[str, object] = {
+            "instance": s.instance,
+            "pid": os.getpid(),
+            "ts": now_ms,
+            "input_leader": self.consumer.leader,
+            "live": sorted(live),
+            "stale": sorted(self.book.symbols - live.keys()),
+            "feeds": [
+                {"venue": f.venue, "state": st.state.value, "attempts": st.attempts}
+                for f, st in zip(s.feeds, self.feed_stats, strict=True)
+            ],
+            "rejected": dict(self.book.rejected),
+            "loop_lag_ms": round(self.lag.take() * 1000, 1),
+        }
+        count, oldest, since = await self.store.liquidating_before(
+            now_ms - int(s.stuck_after * 1000)
+        )
+        if count:
+            self.log.warning(
+                "liquidation.stuck",
+                count=count,
+                oldest=oldest,
+                oldest_age_s=round((now_ms - since) / 1000, 1),
+            )
+            body["stuck_liquidations"] = count
+        totals = self.engine.counters + self.consumer.counters
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.set(s.keys.health, orjson.dumps(body), px=int(s.heartbeat_ttl * 1000))
+        for name, value in totals.items():
+            delta = value - self._flushed[name]
+            if delta:
+                pipe.hincrby(s.keys.stats, name, delta)
+        await pipe.execute()
+        self._flushed = Counter(totals)
+
+
+@contextlib.contextmanager
+def _signals(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def run_daemon(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run liqwatch until SIGTERM/SIGINT (or ``stop``); return after a clean shutdown."""
+    stop = stop or asyncio.Event()
+    redis = open_client(settings.redis_url, health_check_interval=15)
+    try:
+        with _signals(stop):
+            await Daemon(settings, redis).run(stop)
+    finally:
+        await redis.aclose()
