@@ -91,7 +91,7 @@ async def run(config: Config, *, log: Any = _log, freeze_gc: bool = True) -> dic
         t0 = time.perf_counter()
         gc.disable()
         try:
-            books[n] = bookgen.generate(n, seed=config.seed + i)
+            books[n] = bookgen.generate_book(n, seed=config.seed + i)
         finally:
             gc.enable()
         log(f"book of {n:,} positions generated in {time.perf_counter() - t0:.1f} s")

@@ -202,10 +202,12 @@ def _how(r: dict[str, Any]) -> list[str]:
         "",
         f"- **Book** (`bench/book.py`, seed {cfg['seed']}): {book['positions']:,} positions in"
         f" {book['accounts']:,} accounts over 20 symbols (BTC/ETH/SOL on Orderly's model with"
-        f" MARGIN.md's parameters, 3 on brackets, 14 flat); {book['cross_legs']:,} cross legs in"
+        f" docs/margin.md's parameters, 3 on brackets, 14 flat); {book['cross_legs']:,} cross"
+        f" legs in"
         f" {book['cross_accounts']:,} accounts of 1-6 legs, {book['isolated_positions']:,}"
         f" isolated, {book['both_modes_on_one_symbol']:,} accounts with both modes on one"
-        " symbol; leverage 2x-50x, notionals $100-$1M, everything healthy at the start.",
+        " symbol; notionals $100-$1M, every account and isolated position healthy at the start,"
+        " its distance to liquidation drawn from 0.3% to 50% (`watcher/demo/book.py`).",
         f"- **Loading**: the whole book ({book['messages']:,} contract messages) is XADDed to"
         " the input stream, then applied by the real `InputConsumer` (its default batch of"
         f" {r['input'][big]['input_batch']}) with the engine's live marks: that run is the"

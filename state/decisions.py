@@ -60,7 +60,7 @@ def judge_isolated(
     health = margin.isolated_health(position, mark, model)
     return Verdict(
         margin.isolated_equity(position, mark),
-        margin.maintenance(model, abs(position.qty) * mark),
+        margin.isolated_maintenance(position, mark, model),
         health,
         margin.is_liquidatable(health, at_equality=at_equality),
     )

@@ -131,10 +131,11 @@ class LiquidationEvent:
             except KeyError:
                 raise EventError(f"{name}: missing") from None
 
+        kind_text = get("kind")
         try:
-            kind = MarginMode(get("kind"))
+            kind = MarginMode(kind_text)
         except ValueError:
-            raise EventError(f"kind: must be CROSS or ISOLATED, got {f['kind']!r}") from None
+            raise EventError(f"kind: must be CROSS or ISOLATED, got {kind_text!r}") from None
         positions = _json(get("positions"), "positions")
         if not isinstance(positions, list):
             raise EventError("positions: must be a JSON array")

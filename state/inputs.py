@@ -1,4 +1,4 @@
-"""Parse and validate input-stream messages (CONTRACT.md, "Input"). Pure: no I/O.
+"""Parse and validate input-stream messages (README, "Input"). Pure: no I/O.
 
 Every rejection is an :class:`InputError` whose ``reason`` goes to the
 dead-letter stream; nothing of a rejected message is ever applied.

@@ -3,7 +3,7 @@
 All keys of a shard carry its tag in braces (``liq:{0}:...``) so that an
 account's keys, the index sets and the streams of one shard share a hash slot
 and one Lua script may touch them all, also under Redis Cluster. The only key
-outside a shard is the process heartbeat, ``<prefix>:health`` (CONTRACT.md).
+outside a shard is the process heartbeat, ``<prefix>:health`` (README, "Operator state in Redis").
 
 - ``P:{s}:acct:<account>`` hash: balance, seq, version, status, liq_id, liq_ts,
   and ``lev|<MODE>|<symbol>`` leverage settings.
@@ -139,7 +139,7 @@ class Keys:
 
     @property
     def health(self) -> str:
-        """Heartbeat of the daemon process (outside any shard, per CONTRACT.md)."""
+        """Heartbeat of the daemon process (outside any shard, as the README documents it)."""
         return f"{self.prefix}:health"
 
     def mark_pattern(self) -> str:

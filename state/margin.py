@@ -5,7 +5,7 @@ filter bound, so it is rounded *toward the mark*: up for a long (the mark
 comes down to it), down for a short. The decision itself is always the health
 sign at the current marks (:func:`isolated_health`, :func:`evaluate_cross`).
 
-Notation (MARGIN.md): ``q`` signed qty, ``e`` entry, ``p`` mark,
+Notation (docs/margin.md): ``q`` signed qty, ``e`` entry, ``p`` mark,
 ``n = |q| * p``, ``MM(n)`` the market's maintenance margin. A leg's *value*
 is ``g(p) = q * p - MM(|q| * p)``: rising in ``p`` for a long (while the
 marginal maintenance rate is below 1), always falling for a short. Then
@@ -15,7 +15,7 @@ marginal maintenance rate is below 1), always falling for a short. Then
 
 and every price this module returns solves ``g(x) = y`` for one leg.
 
-Trigger bands (DESIGN.md): at marks ``p0`` with ``H0 = H(p0) > 0`` each cross
+Trigger bands (docs/design.md): at marks ``p0`` with ``H0 = H(p0) > 0`` each cross
 leg gets a share ``s_i`` of the slack, ``sum(s_i) <= H0``, and its trigger
 ``t_i`` solves ``g_i(t_i) = g_i(p0_i) - s_i``. While no mark has crossed its
 trigger, ``H(p) > H0 - sum(s_i) >= 0``. The slack is shared in proportion to
@@ -169,6 +169,13 @@ def isolated_equity(position: Position, mark: Decimal) -> Decimal:
     check_positive("mark", mark)
     with localcontext(_CTX):
         return margin + position.qty * (mark - position.entry_price)
+
+
+def isolated_maintenance(position: Position, mark: Decimal, model: MaintenanceModel) -> Decimal:
+    """Return the maintenance margin of a position at ``mark``: ``MM(|qty| * mark)``."""
+    check_positive("mark", mark)
+    with localcontext(_CTX):
+        return _mm(model, abs(position.qty) * mark)
 
 
 def isolated_liq_price(position: Position, model: MaintenanceModel) -> Decimal | None:

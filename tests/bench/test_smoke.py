@@ -27,9 +27,9 @@ TINY = replace(
 
 
 def test_book_is_deterministic_mixed_and_healthy_at_the_start() -> None:
-    a, b = bookgen.generate(400, seed=3), bookgen.generate(400, seed=3)
+    a, b = bookgen.generate_book(400, seed=3), bookgen.generate_book(400, seed=3)
     assert a.messages == b.messages
-    assert a.messages != bookgen.generate(400, seed=4).messages
+    assert a.messages != bookgen.generate_book(400, seed=4).messages
     s = a.summary()
     assert s["positions"] >= 400
     assert 0.6 < s["cross_legs"] / s["positions"] < 0.8

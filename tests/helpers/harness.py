@@ -165,7 +165,7 @@ class Harness:
         return last
 
     async def isolated_long(self, account: str, symbol: str = "PERP_ETH_USDC") -> None:
-        """Open MARGIN.md example 6 (1 @ 3,000, margin 300: liquidated below 2,716.30), applied."""
+        """Open docs/margin.md example 6 (1 @ 3,000, margin 300: liquidated < 2,716.30), applied."""
         await self.send(
             {
                 "type": "position",

@@ -1,4 +1,4 @@
-"""RELIABILITY.md scenarios 1-4 against a whole daemon (and scenario 2 against one feed task)."""
+"""docs/reliability.md scenarios 1-4 against a whole daemon (scenario 2 also against one feed)."""
 
 from __future__ import annotations
 

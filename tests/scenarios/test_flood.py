@@ -1,4 +1,4 @@
-"""RELIABILITY.md scenario 5: a 20,000 msg/s flood against a whole daemon.
+"""docs/reliability.md scenario 5: a 20,000 msg/s flood against a whole daemon.
 
 The flood comes from a server on its own thread and event loop, so what the
 daemon's loop-lag meter sees is the daemon's own work, not the sender's.

@@ -1,4 +1,4 @@
-"""Every worked example of MARGIN.md, to the cent."""
+"""Every worked example of docs/margin.md, to the cent."""
 
 from __future__ import annotations
 

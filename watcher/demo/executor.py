@@ -1,6 +1,6 @@
 """A demo executor: close what the daemon liquidated by writing input updates back.
 
-It plays the executor that sits outside liqwatch (DESIGN.md): one consumer
+It plays the executor that sits outside liqwatch (docs/design.md): one consumer
 group on the events stream; for each event a ``position`` update with
 ``qty "0"`` for every liquidated position, and for a CROSS event the balance
 left after the liquidation, numbered after the event's ``seq``. Optionally it

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sys
 from typing import TextIO
@@ -21,7 +20,7 @@ from state.store.client import open_client
 from watcher.daemon.app import run_daemon
 from watcher.daemon.config import Settings
 from watcher.daemon.logs import configure_logging
-from watcher.demo.book import demo_markets, demo_marks, generate_book
+from watcher.demo.book import demo_book, demo_markets, demo_marks
 from watcher.demo.console import ConsoleView
 from watcher.demo.executor import DemoExecutor
 from watcher.demo.redis_server import RedisServer
@@ -68,10 +67,7 @@ async def run_demo(
             )
             redis = open_client(redis_server.url)
             try:
-                book = [
-                    json.dumps(m).encode()
-                    for m in generate_book(markets, marks, accounts=accounts, seed=seed)
-                ]
+                book = demo_book(accounts, seed).messages
                 messages = validate_lines(book, markets, source="demo book")
                 await Store(redis, settings.keys).append_input(messages)
                 print(f"loaded {len(messages)} input messages for {accounts} accounts", file=out)

@@ -1,11 +1,11 @@
 """Binance USD-M futures mark prices: ``<sym>@markPrice``, combined streams, ``!markPrice@arr``.
 
-Wire facts (FEEDS.md, samples/binance): mark prices only flow under
-``/market/...`` (elsewhere a subscribe is acknowledged and nothing arrives),
-so streams go in the URL and nothing is sent after connecting. ``p`` is the
-mark as text, ``E`` the event time in ms; unknown keys (``ap``, ``st``) are
-ignored. Pings are websocket control frames, answered by the library.
-"""
+Wire facts (docs/feeds.md; frames in tests/watcher/feeds/samples/binance):
+mark prices only flow under ``/market/...`` (elsewhere a subscribe is
+acknowledged and nothing arrives), so streams go in the URL and nothing is
+sent after connecting. ``p`` is the mark as text, ``E`` the event time in
+ms; unknown keys (``ap``, ``st``) are ignored. Pings are websocket control
+frames, answered by the library."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Feeds call :meth:`MarkBook.offer` for every parsed mark; the engine waits for
 something new and takes, per changed symbol, the latest mark together with
 the lowest and highest accepted since it last looked. So a slow engine acts
 on the latest price, never a queue of old ones, yet still sees a crossing
-that a burst of ticks went through and back (DESIGN.md, "Prices are untrusted").
+that a burst of ticks went through and back (docs/design.md, "Prices are untrusted").
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """Bybit v5 linear ``tickers.<SYMBOL>``: a snapshot, then deltas of the fields that changed.
 
-Wire facts (FEEDS.md, samples/bybit): a delta carries only changed fields,
-so one without ``markPrice`` means "unchanged" and yields no mark; ``""``
-means unknown and is refused for that symbol alone. Delta state belongs to
-one connection: after a reconnect, deltas that arrive before the new
-snapshot are refused (``no_snapshot``), never applied to the old state.
-The first snapshot can arrive before the subscribe ack. ``ts`` is the
-frame's time in milliseconds. The client keeps the socket alive with
-``{"op":"ping"}``, answered by ``{"success":true,"ret_msg":"pong","op":"ping"}``.
-"""
+Wire facts (docs/feeds.md; frames in tests/watcher/feeds/samples/bybit): a
+delta carries only changed fields, so one without ``markPrice`` means
+"unchanged" and yields no mark; ``""`` means unknown and is refused for that
+symbol alone. Delta state belongs to one connection: after a reconnect,
+deltas that arrive before the new snapshot are refused (``no_snapshot``),
+never applied to the old state. The first snapshot can arrive before the
+subscribe ack. ``ts`` is the frame's time in milliseconds. The client keeps
+the socket alive with ``{"op":"ping"}``, answered by
+``{"success":true,"ret_msg":"pong","op":"ping"}``."""
 
 from __future__ import annotations
 

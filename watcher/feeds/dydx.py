@@ -1,12 +1,13 @@
 """dYdX v4 indexer ``v4_markets``: a snapshot of every market, then deltas of changed ones.
 
-Wire facts (FEEDS.md, samples/dydx): the ``subscribed`` frame holds
-``contents.markets.<TICKER>.oraclePrice`` and no time; ``channel_data``
-deltas hold ``contents.oraclePrices.<TICKER>`` with ``oraclePrice`` and
-``effectiveAt`` (ISO 8601, UTC), or ``contents.trading`` with market
-parameters and no price. Pings are websocket control frames (the library
-answers; a late pong gets the socket closed with 1011); close code 1012
-means the indexer restarts, and the feed reconnects like after any close.
+Wire facts (docs/feeds.md; frames in tests/watcher/feeds/samples/dydx): the
+``subscribed`` frame holds ``contents.markets.<TICKER>.oraclePrice`` and no
+time; ``channel_data`` deltas hold ``contents.oraclePrices.<TICKER>`` with
+``oraclePrice`` and ``effectiveAt`` (ISO 8601, UTC), or ``contents.trading``
+with market parameters and no price. Pings are websocket control frames (the
+library answers; a late pong gets the socket closed with 1011); close code
+1012 means the indexer restarts, and the feed reconnects like after any
+close.
 
 Timestamps: ``effectiveAt`` where the frame has it, else the wall clock at
 parse time. The two clocks differ, so on one connection each symbol's

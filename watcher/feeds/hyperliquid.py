@@ -1,12 +1,12 @@
 """Hyperliquid ``activeAssetCtx``: one subscription per coin, the mark in ``ctx.markPx``.
 
-Wire facts (FEEDS.md, samples/hyperliquid): ``markPx`` is a string and can
-be null (refused as ``missing``, counted); the context carries no time, so
-the venue_ts is the wall clock when the frame is parsed; the server greets
-with the text ``Websocket connection established.`` and answers the client
+Wire facts (docs/feeds.md; frames in
+tests/watcher/feeds/samples/hyperliquid): ``markPx`` is a string and can be
+null (refused as ``missing``, counted); the context carries no time, so the
+venue_ts is the wall clock when the frame is parsed; the server greets with
+the text ``Websocket connection established.`` and answers the client
 keepalive ``{"method":"ping"}`` with ``{"channel":"pong"}``; it closes a
-socket silent for 60 s, and may close one that names an unknown coin.
-"""
+socket silent for 60 s, and may close one that names an unknown coin."""
 
 from __future__ import annotations
 

@@ -1,12 +1,11 @@
 """OKX v5 public ``mark-price`` channel, one subscription per instrument.
 
-Wire facts (FEEDS.md, samples/okx): data is
-``{"arg":{...},"data":[{"instId","instType","markPx","ts"}]}`` with ``ts``
-and ``markPx`` as strings; the heartbeat is the text frame ``ping``,
-answered with the text ``pong`` (not JSON), and must be sent before 30 s
-of silence; ``{"event":"notice","code":"64008"}`` warns 60 s ahead of a
-service restart, so the feed reconnects at once instead of being cut.
-"""
+Wire facts (docs/feeds.md; frames in tests/watcher/feeds/samples/okx): data
+is ``{"arg":{...},"data":[{"instId","instType","markPx","ts"}]}`` with
+``ts`` and ``markPx`` as strings; the heartbeat is the text frame ``ping``,
+answered with the text ``pong`` (not JSON), and must be sent before 30 s of
+silence; ``{"event":"notice","code":"64008"}`` warns 60 s ahead of a service
+restart, so the feed reconnects at once instead of being cut."""
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """Orderly's public mark-price stream: ``markprices`` and ``<SYMBOL>@markprice``.
 
-Wire facts (FEEDS.md, samples/orderly): prices are JSON numbers; ``ts`` is in
-milliseconds but on whole seconds; the server pings with
-``{"event":"ping","ts":..}`` and drops clients that do not pong; error
-replies carry ``"success": false`` and may lack ``event``.
-"""
+Wire facts (docs/feeds.md; frames in tests/watcher/feeds/samples/orderly):
+prices are JSON numbers; ``ts`` is in milliseconds but on whole seconds; the
+server pings with ``{"event":"ping","ts":..}`` and drops clients that do not
+pong; error replies carry ``"success": false`` and may lack ``event``."""
 
 from __future__ import annotations
 

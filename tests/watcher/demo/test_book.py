@@ -1,4 +1,4 @@
-"""The demo book: deterministic, valid per CONTRACT.md, and spread for a lively demo."""
+"""The book generator: deterministic, valid input (README, "Input"), spread for a lively demo."""
 
 from __future__ import annotations
 
@@ -8,9 +8,22 @@ from decimal import Decimal
 
 import pytest
 
-from state.margin import evaluate_cross, isolated_health, maintenance
+from state.margin import (
+    evaluate_cross,
+    isolated_health,
+    isolated_margin_from_leverage,
+    maintenance,
+)
 from state.models import MarginMode, Position
-from watcher.demo.book import demo_markets, demo_marks, generate_book, write_jsonl
+from watcher.demo.book import (
+    Shape,
+    demo_book,
+    demo_markets,
+    demo_marks,
+    demo_specs,
+    generate,
+    write_jsonl,
+)
 
 ACCOUNTS = 400
 DECIMAL_FIELDS = ("balance", "qty", "entry_price", "margin", "leverage")
@@ -38,7 +51,7 @@ REQUIRED = {
 
 @pytest.fixture(scope="module")
 def book() -> list[dict[str, object]]:
-    return generate_book(demo_markets(), demo_marks(), accounts=ACCOUNTS, seed=42)
+    return [json.loads(m) for m in demo_book(ACCOUNTS, seed=42).messages]
 
 
 def replay(book):
@@ -61,7 +74,7 @@ def replay(book):
                     margin = Decimal(m["margin"])
                 else:
                     lev = m.get("leverage") or leverages[account, m["symbol"], mode.value]
-                    margin = abs(qty) * entry / Decimal(lev)
+                    margin = isolated_margin_from_leverage(qty, entry, Decimal(lev))
             positions[account][m["symbol"], mode.value] = Position(
                 account, m["symbol"], mode, qty, entry, margin
             )
@@ -69,10 +82,22 @@ def replay(book):
 
 
 def test_same_seed_same_book_other_seed_other_book(book) -> None:
-    again = generate_book(demo_markets(), demo_marks(), accounts=ACCOUNTS, seed=42)
-    other = generate_book(demo_markets(), demo_marks(), accounts=ACCOUNTS, seed=43)
-    assert again == book
-    assert other != book
+    again = demo_book(ACCOUNTS, seed=42)
+    other = demo_book(ACCOUNTS, seed=43)
+    assert [json.loads(m) for m in again.messages] == book
+    assert [json.loads(m) for m in other.messages] != book
+
+
+def test_the_book_in_memory_is_what_its_messages_say(book) -> None:
+    """The accounts the generator returns are the state its messages build."""
+    balances, positions = replay(book)
+    generated = demo_book(ACCOUNTS, seed=42)
+    assert {a.name: a.balance for a in generated.accounts} == balances
+    for account in generated.accounts:
+        held = {(p.symbol, p.margin_mode.value): p for p in [*account.cross, *account.isolated]}
+        assert {k: (p.qty, p.entry_price, p.margin) for k, p in held.items()} == {
+            k: (p.qty, p.entry_price, p.margin) for k, p in positions[account.name].items()
+        }
 
 
 def test_messages_follow_the_contract(book) -> None:
@@ -195,14 +220,16 @@ def test_healthy_at_the_marks_with_liquidations_spread_out(book) -> None:
 
 def test_write_jsonl_round_trips(book, tmp_path) -> None:
     path = tmp_path / "book.jsonl"
-    assert write_jsonl(book[:50], path) == 50
+    assert write_jsonl(demo_book(ACCOUNTS, seed=42).messages[:50], path) == 50
     lines = path.read_text(encoding="utf-8").splitlines()
     assert [json.loads(line) for line in lines] == book[:50]
 
 
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="accounts"):
-        generate_book(demo_markets(), demo_marks(), accounts=-1, seed=1)
-    with pytest.raises(ValueError, match="no symbol"):
-        generate_book(demo_markets(), {}, accounts=1, seed=1)
-    assert generate_book(demo_markets(), demo_marks(), accounts=0, seed=1) == []
+        generate(demo_specs(), Shape(), seed=1, accounts=-1)
+    with pytest.raises(ValueError, match="either"):
+        generate(demo_specs(), Shape(), seed=1, accounts=1, positions=1)
+    with pytest.raises(ValueError, match="no market"):
+        generate((), Shape(), seed=1, accounts=1)
+    assert demo_book(0, seed=1).messages == []

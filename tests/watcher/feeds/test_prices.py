@@ -1,4 +1,4 @@
-"""The strict price grammar: every invalid price of RELIABILITY.md scenario 3 and more."""
+"""The strict price grammar: every invalid price of docs/reliability.md scenario 3 and more."""
 
 from __future__ import annotations
 

@@ -270,7 +270,7 @@ DERIBIT = {
 def sample_dir(venue: str) -> Path:
     folder = SAMPLES / venue
     if not folder.is_dir():
-        pytest.fail(f"sample frames not found at {folder}: shared/ must sit beside the repo")
+        pytest.fail(f"sample frames not found at {folder}")
     return folder
 
 
