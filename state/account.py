@@ -11,7 +11,7 @@ import orjson
 
 from state.errors import MarginError, StoreError
 from state.keys import split_position_field
-from state.models import ZERO, MarginMode, Position
+from state.models import ZERO, MarginMode, Position, Seq
 
 PositionKey = tuple[MarginMode, str]
 
@@ -51,7 +51,7 @@ class AccountState:
 
     account: str
     balance: Decimal
-    seq: int | None
+    seq: Seq | None
     version: int
     status: Status
     positions: Mapping[PositionKey, StoredPosition]
@@ -100,7 +100,7 @@ class AccountState:
             return cls(
                 account=account,
                 balance=Decimal(f.get("balance", "0")),
-                seq=int(seq) if seq is not None else None,
+                seq=Seq(seq) if seq is not None else None,
                 version=int(f.get("version", "0")),
                 status=Status(f.get("status", Status.OPEN.value)),
                 positions=stored,

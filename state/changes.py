@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from state.keys import Keys
+from state.models import Seq
 
 
 class ChangeSet:
@@ -38,12 +39,12 @@ class ChangeSet:
         self._spec["version"] = str(version)
         return self
 
-    def seq(self, seq: int) -> ChangeSet:
+    def seq(self, seq: Seq) -> ChangeSet:
         """Commit only if ``seq`` is newer than the account's (else acknowledge: DUP)."""
         self._spec["seq"] = str(seq)
         return self
 
-    def set_seq(self, seq: int) -> ChangeSet:
+    def set_seq(self, seq: Seq) -> ChangeSet:
         """Store ``seq`` as the account's last applied seq."""
         self._spec["set_seq"] = str(seq)
         return self
@@ -51,6 +52,11 @@ class ChangeSet:
     def lease(self, key: str, owner: str) -> ChangeSet:
         """Commit only while ``owner`` holds the lease at ``key``."""
         self._spec["lease"] = [self._k(key), owner]
+        return self
+
+    def still_pending(self, key: str, group: str, entry_id: str) -> ChangeSet:
+        """Commit only while input entry ``entry_id`` is pending in ``group`` (else DONE)."""
+        self._spec["pending"] = [self._k(key), group, entry_id]
         return self
 
     def once(self, key: str, ttl_s: int) -> ChangeSet:

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from state.errors import LiqwatchError
-from state.models import MarginMode, Position
+from state.models import MarginMode, Position, Seq
 
 # Stream fields as redis-py returns them (bytes) or as views hold them (str).
 Fields = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str]
@@ -100,7 +100,7 @@ class LiquidationEvent:
     maintenance_margin: Decimal
     mark_ts: int
     detected_ts: int
-    seq: int | None
+    seq: Seq | None
 
     def to_fields(self) -> dict[str, str]:
         """Return the flat string fields of the stream entry, in the documented order."""
@@ -156,7 +156,7 @@ class LiquidationEvent:
             maintenance_margin=_dec(get("maintenance_margin"), "maintenance_margin"),
             mark_ts=_int(get("mark_ts"), "mark_ts"),
             detected_ts=_int(get("detected_ts"), "detected_ts"),
-            seq=_int(seq, "seq") if seq else None,
+            seq=_seq(seq) if seq else None,
         )
 
 
@@ -184,6 +184,13 @@ def _int(text: str, name: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise EventError(f"{name}: not a non-negative integer: {text[:80]!r}")
     return int(text)
+
+
+def _seq(text: str) -> Seq:
+    try:
+        return Seq(text)
+    except ValueError:
+        raise EventError(f"seq: not canonical decimal digits: {text[:80]!r}") from None
 
 
 def _json(text: str, name: str) -> Any:

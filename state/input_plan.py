@@ -81,7 +81,8 @@ def plan_inputs(
             # Bands cannot be had for this state: look at it on every tick;
             # the engine sets it aside if it cannot decide it either.
             always(cs, rules, current)
-    cs.set_seq(current.seq or 0).bump(len(applied))
+    assert current.seq is not None  # every applied update carries one
+    cs.set_seq(current.seq).bump(len(applied))
     current = replace(current, version=state.version + len(applied))
     return InputPlan(cs, current, applied, duplicates, rejected)
 

@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from state.errors import InputError, LiqwatchError
-from state.models import MarginMode, Market
+from state.models import MarginMode, Market, Seq
 
 ACCOUNT_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -31,7 +31,7 @@ class BalanceUpdate:
     """Set the account's cross collateral."""
 
     account: str
-    seq: int
+    seq: Seq
     balance: Decimal
 
 
@@ -40,7 +40,7 @@ class PositionUpdate:
     """Open, change or (qty 0) close one position."""
 
     account: str
-    seq: int
+    seq: Seq
     symbol: str
     margin_mode: MarginMode
     qty: Decimal
@@ -54,7 +54,7 @@ class LeverageUpdate:
     """Set the leverage of (symbol, margin mode) for later isolated margins."""
 
     account: str
-    seq: int
+    seq: Seq
     symbol: str
     margin_mode: MarginMode
     leverage: Decimal
@@ -64,16 +64,36 @@ InputMessage = BalanceUpdate | PositionUpdate | LeverageUpdate
 
 
 def parse_input(raw: bytes | str, markets: Mapping[str, Market]) -> InputMessage:
-    """Parse one ``msg`` field into a validated update, or raise InputError with the reason."""
+    """Parse one ``msg`` field into a validated update, or raise InputError with the reason.
+
+    Nothing else escapes: whatever a message holds, the answer is an update
+    or an InputError (README, "Input").
+    """
     if len(raw) > MAX_MESSAGE_BYTES:
         raise InputError(f"message larger than {MAX_MESSAGE_BYTES} bytes")
     try:
-        # JSON numbers become Decimal and int exactly; floats would lose digits.
-        data = json.loads(raw, parse_float=Decimal, parse_constant=_no_constant)
+        # JSON numbers become Decimal exactly (ints too: a seq may have any
+        # number of digits, past what int() converts); floats would lose digits.
+        data = json.loads(raw, parse_float=Decimal, parse_int=Decimal, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"not JSON: {exc}") from None
+        raise InputError(f"not JSON: {_short(exc)}") from None
     except RecursionError:
         raise InputError("not JSON: nested too deeply") from None
+    try:
+        return _update(data, markets)
+    except InputError:
+        raise
+    except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
+        # A value our checks let through and the conversion then refused.
+        raise InputError(f"cannot be read: {_short(exc)}") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _update(data: Any, markets: Mapping[str, Market]) -> InputMessage:
     if not isinstance(data, dict):
         raise InputError("not a JSON object")
     kind = data.get("type")
@@ -86,11 +106,11 @@ def parse_input(raw: bytes | str, markets: Mapping[str, Market]) -> InputMessage
     if kind == "leverage":
         symbol, mode = _symbol_and_mode(data, markets)
         return LeverageUpdate(account, seq, symbol, mode, _leverage(data))
-    raise InputError(f"type: must be balance, position or leverage, got {kind!r}")
+    raise InputError(f"type: must be balance, position or leverage, got {_clip(kind)}")
 
 
 def _position(
-    data: dict[str, Any], account: str, seq: int, markets: Mapping[str, Market]
+    data: dict[str, Any], account: str, seq: Seq, markets: Mapping[str, Market]
 ) -> PositionUpdate:
     symbol, mode = _symbol_and_mode(data, markets)
     qty = _decimal(data, "qty")
@@ -117,19 +137,26 @@ def _account(data: dict[str, Any]) -> str:
     account = data.get("account")
     if not isinstance(account, str) or not ACCOUNT_RE.fullmatch(account):
         raise InputError(
-            f"account: must be 1-128 characters of A-Z a-z 0-9 _ . : -, got {account!r}"
+            f"account: must be 1-128 characters of A-Z a-z 0-9 _ . : -, got {_clip(account)}"
         )
     return account
 
 
-def _seq(data: dict[str, Any]) -> int:
+def _seq(data: dict[str, Any]) -> Seq:
     seq = data.get("seq")
-    if isinstance(seq, str) and seq.isascii() and seq.isdigit():
-        # Any size (Orderly's pass 2^53); the message size bounds the digits.
-        seq = int(seq)
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise InputError(f"seq: must be a non-negative integer, got {data.get('seq')!r}")
-    return seq
+    # Any size (Orderly's pass 2^53): a string of digits, or a JSON integer
+    # (parsed as a Decimal with exponent 0; 5.0 or 1e3 are not integers here).
+    if isinstance(seq, Decimal) and seq.is_finite() and seq.as_tuple().exponent == 0:
+        if not seq.is_signed():
+            return Seq.of(format(seq, "f"))
+    elif isinstance(seq, str) and seq.isascii() and seq.isdigit():
+        return Seq.of(seq)
+    raise InputError(f"seq: must be a non-negative integer, got {_clip(seq)}")
+
+
+def _clip(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
 
 
 def _decimal(data: dict[str, Any], name: str) -> Decimal:
@@ -137,7 +164,7 @@ def _decimal(data: dict[str, Any], name: str) -> Decimal:
         raise InputError(f"{name}: missing")
     value = data[name]
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise InputError(f"{name}: must be a decimal string or number, got {value!r}")
+        raise InputError(f"{name}: must be a decimal string or number, got {_clip(value)}")
     text = str(value)
     if len(text) > MAX_DECIMAL_CHARS or not text.isascii():
         raise InputError(f"{name}: not a plain decimal: {text[:80]!r}")
@@ -146,10 +173,12 @@ def _decimal(data: dict[str, Any], name: str) -> Decimal:
     except InvalidOperation:
         result = None
     if result is None or not result.is_finite() or "_" in text:
-        raise InputError(f"{name}: not a finite decimal: {text!r}")
+        raise InputError(f"{name}: not a finite decimal: {_clip(text)}")
     if result and not MIN_EXPONENT <= result.adjusted() <= MAX_EXPONENT:
         # 1e999999999 is a finite Decimal, and poison for the margin math.
-        raise InputError(f"{name}: out of range (1e{MIN_EXPONENT} to 1e{MAX_EXPONENT}): {text!r}")
+        raise InputError(
+            f"{name}: out of range (1e{MIN_EXPONENT} to 1e{MAX_EXPONENT}): {_clip(text)}"
+        )
     return result
 
 
@@ -167,14 +196,14 @@ def _leverage(data: dict[str, Any]) -> Decimal:
 def _symbol_and_mode(data: dict[str, Any], markets: Mapping[str, Market]) -> tuple[str, MarginMode]:
     symbol = data.get("symbol")
     if not isinstance(symbol, str) or symbol not in markets:
-        raise InputError(f"symbol: not a configured market: {symbol!r}")
+        raise InputError(f"symbol: not a configured market: {_clip(symbol)}")
     mode = data.get("margin_mode")
     if mode is None:
         return symbol, markets[symbol].default_margin_mode
     try:
         return symbol, MarginMode(mode)
     except ValueError:
-        raise InputError(f"margin_mode: must be CROSS or ISOLATED, got {mode!r}") from None
+        raise InputError(f"margin_mode: must be CROSS or ISOLATED, got {_clip(mode)}") from None
 
 
 # --- files of messages -------------------------------------------------------------

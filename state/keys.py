@@ -21,6 +21,7 @@ outside a shard is the process heartbeat, ``<prefix>:health`` (README, "Operator
   letters, liquidation events.
 - ``P:{s}:in:lease`` string: the instance applying input now (TTL).
 - ``P:{s}:stats`` hash: counters.
+- ``P:{s}:generation`` string: the data-generation marker (JSON).
 - ``P:health`` string: heartbeat JSON with a TTL.
 """
 
@@ -131,6 +132,11 @@ class Keys:
     def input_lease(self) -> str:
         """Lease naming the one instance that applies input now."""
         return f"{self.base}:in:lease"
+
+    @property
+    def generation(self) -> str:
+        """Data-generation marker: tells an empty Redis from one that lost its data."""
+        return f"{self.base}:generation"
 
     @property
     def stats(self) -> str:

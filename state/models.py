@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
 from enum import StrEnum
+from functools import total_ordering
 
-from state.errors import MarginError
+from state.errors import InputError, MarginError
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -219,6 +220,41 @@ class Position:
     def is_long(self) -> bool:
         """Whether the position gains when the price rises."""
         return self.qty > 0
+
+
+@total_ordering
+@dataclass(frozen=True, slots=True)
+class Seq:
+    """A per-account input sequence number of any size, held as its canonical decimal digits.
+
+    Ordered by length, then digit by digit: never converted to ``int``, so a
+    seq of thousands of digits costs what its text costs (Python refuses
+    ``int()`` past 4,300 digits, and the conversion grows with the square of
+    the length). Redis and the commit script compare it the same way.
+    """
+
+    digits: str
+
+    def __post_init__(self) -> None:
+        d = self.digits
+        if not (d.isascii() and d.isdigit()) or (len(d) > 1 and d[0] == "0"):
+            raise InputError(f"seq: must be canonical decimal digits, got {d[:40]!r}")
+
+    @classmethod
+    def of(cls, value: int | str) -> Seq:
+        """Return the seq of a non-negative int or a string of ASCII digits (leading zeros ok)."""
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(text, str) or not (text.isascii() and text.isdigit()):
+            raise InputError(f"seq: must be a non-negative integer, got {str(value)[:40]!r}")
+        return cls(text.lstrip("0") or "0")
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Seq):
+            return NotImplemented
+        return (len(self.digits), self.digits) < (len(other.digits), other.digits)
+
+    def __str__(self) -> str:
+        return self.digits
 
 
 @dataclass(frozen=True, slots=True)

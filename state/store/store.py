@@ -13,17 +13,22 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from state.account import AccountState
 from state.changes import ChangeSet
 from state.errors import StoreError
-from state.keys import Keys
+from state.keys import Direction, Keys
 from state.store.scripts import Script
 
 
 @dataclass(frozen=True, slots=True)
 class CommitResult:
-    """What the commit script answered: OK, DUP, CONFLICT, LEASE or NX."""
+    """What the commit script answered: OK, DUP, CONFLICT, LEASE, DONE, NX or ERROR.
+
+    ``entry_id``: OK, the entry it appended; NX, the event that made the
+    claim; ERROR, what Redis said (the change set was refused, not written).
+    """
 
     outcome: str
     version: int
@@ -112,8 +117,11 @@ class Store:
         """Apply several independent change sets in one pipelined round trip."""
         if not changes:
             return []
-        raw = await self._commit.many([(c.keys, [c.argument()]) for c in changes])
-        return [_result(r) for r in raw]
+        raw = await self._commit.many([(c.keys, [c.argument()]) for c in changes], keep_errors=True)
+        return [
+            CommitResult("ERROR", 0, str(r)[:300]) if isinstance(r, ResponseError) else _result(r)
+            for r in raw
+        ]
 
     async def acquire_lease(self, owner: str, ttl_ms: int) -> Literal["renewed", "acquired", ""]:
         """Renew the input lease if it is ours, else take it if it is free; "" if neither.
@@ -203,3 +211,36 @@ class Store:
             if progress is not None:
                 progress(done)
         return done
+
+    async def scan_accounts(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """One SCAN step over the account hashes: (next cursor, 0 when done; account names)."""
+        prefix = self.keys.account("")
+        nxt, found = await self.redis.scan(cursor, match=prefix + "*", count=count)
+        names = [(k.decode() if isinstance(k, bytes) else k)[len(prefix) :] for k in found]
+        return int(nxt), names
+
+    async def index_scores(
+        self, slots: Sequence[tuple[str, Direction, str]]
+    ) -> dict[tuple[str, Direction, str], float | None]:
+        """Each (symbol, direction, member)'s score in the index, None where it is absent."""
+        if not slots:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for symbol, direction, member in slots:
+            pipe.zscore(self.keys.index(symbol, direction), member)
+        replies = await pipe.execute()
+        return {
+            slot: None if r is None else float(r) for slot, r in zip(slots, replies, strict=True)
+        }
+
+    async def scan_index(
+        self, symbol: str, direction: Direction, cursor: int, count: int
+    ) -> tuple[int, list[tuple[str, float]]]:
+        """One ZSCAN step over an index set: (next cursor, 0 when done; (member, score) pairs)."""
+        nxt, pairs = await self.redis.zscan(self.keys.index(symbol, direction), cursor, count=count)
+        out: list[tuple[str, float]] = []
+        for member, score in pairs:
+            out.append(
+                (member.decode() if isinstance(member, bytes) else str(member), float(score))
+            )
+        return int(nxt), out

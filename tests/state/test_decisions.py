@@ -25,7 +25,7 @@ from state.decisions import (
 )
 from state.events import EventLeg, LiquidationEvent
 from state.keys import Keys, index_member, liquidating_member, position_field
-from state.models import FlatModel, MarginMode, Market, Position
+from state.models import FlatModel, MarginMode, Market, Position, Seq
 from state.rules import Rules
 
 D = Decimal
@@ -67,7 +67,7 @@ def account(
     return replace(
         AccountState.empty(ACCT),
         balance=D(balance),
-        seq=seq,
+        seq=None if seq is None else Seq.of(seq),
         version=version,
         status=status,
         positions=stored,

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from state.events import EventError, EventLeg, LiquidationEvent
-from state.models import MarginMode
+from state.models import MarginMode, Seq
 
 D = Decimal
 
@@ -44,7 +44,7 @@ CROSS_EVENT = LiquidationEvent(
     maintenance_margin=D("1E+1"),
     mark_ts=1_700_000_000_123,
     detected_ts=1_700_000_000_456,
-    seq=2**64 + 1,
+    seq=Seq.of(2**64 + 1),
 )
 
 ISOLATED_EVENT = LiquidationEvent(
@@ -78,7 +78,7 @@ NO_LIQ_PRICE_EVENT = LiquidationEvent(
     maintenance_margin=D("0"),
     mark_ts=5,
     detected_ts=6,
-    seq=0,
+    seq=Seq.of(0),
 )
 
 EVENTS = [

@@ -18,7 +18,7 @@ from state.changes import ChangeSet
 from state.input_plan import InputPlan, plan_inputs
 from state.inputs import InputMessage, parse_input
 from state.keys import Keys, index_member, liquidating_member
-from state.models import FlatModel, MarginMode, Market, Position
+from state.models import FlatModel, MarginMode, Market, Position, Seq
 from state.rules import Rules
 
 D = Decimal
@@ -73,7 +73,7 @@ def account(
     return replace(
         AccountState.empty(ACCT),
         balance=D(balance_),
-        seq=seq,
+        seq=None if seq is None else Seq.of(seq),
         version=version,
         status=status,
         positions={(sp.position.margin_mode, sp.position.symbol): sp for sp in positions},
@@ -171,7 +171,7 @@ def test_seq_as_a_string_of_digits() -> None:
     new = msg(type="balance", balance="6", seq=str(big))
     p = plan(state, dup, new)
     assert (p.applied, p.duplicates) == ([1], [0])
-    assert p.after.seq == big
+    assert p.after.seq == Seq.of(big)
 
 
 # --- refusals ---------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def test_isolated_without_margin_or_leverage_is_rejected(
     assert (ISO, ETH) not in p.after.positions
     assert (CRS, BTC) in p.after.positions
     assert p.after.balance == D("1000")
-    assert p.after.seq == 4
+    assert p.after.seq == Seq.of(4)
     assert p.change is not None
     assert "ISOLATED|ETH" not in hsets(p.change, KEYS.positions(ACCT))
     assert not index_ops(p.change, ISO_MEMBER)
@@ -221,7 +221,7 @@ def test_rejected_last_update_does_not_advance_seq() -> None:
     assert [i for i, _ in p.rejected] == [1]
     assert p.change is not None
     assert spec(p.change)["set_seq"] == "2"
-    assert p.after.seq == 2
+    assert p.after.seq == Seq.of(2)
 
 
 def test_only_rejected_updates_plan_nothing() -> None:

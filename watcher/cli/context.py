@@ -9,11 +9,9 @@ from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from state.errors import LiqwatchError
 from state.store.client import open_client
@@ -24,6 +22,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 CONNECT_TIMEOUT = 5.0
+# A read-only command against a Redis that does not answer fails after this long.
+ANSWER_TIMEOUT = 10.0
 
 T = TypeVar("T")
 
@@ -51,9 +51,11 @@ def one_shot_client(settings: Settings) -> aioredis.Redis:
     A one-shot command reports a failure instead of resending a pipeline
     that may have been applied already.
     """
-    return open_client(
-        settings.redis_url, connect_timeout=CONNECT_TIMEOUT, retry=Retry(NoBackoff(), 0)
-    )
+    return open_client(settings.redis_url, connect_timeout=CONNECT_TIMEOUT)
+
+
+class NoAnswer(LiqwatchError):
+    """Redis took the connection but did not answer in time (frozen, or overloaded)."""
 
 
 def expected_failure(
@@ -89,13 +91,26 @@ def scrub(text: str, settings: Settings) -> str:
     return text
 
 
-def with_redis(settings: Settings, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-    """Run ``work`` on a fresh client in a fresh event loop; expected errors become Failed."""
+def with_redis(
+    settings: Settings,
+    work: Callable[[aioredis.Redis], Awaitable[T]],
+    *,
+    timeout: float | None = ANSWER_TIMEOUT,
+) -> T:
+    """Run ``work`` on a fresh client in a fresh event loop; expected errors become Failed.
+
+    ``timeout`` bounds the whole of ``work`` (None: unbounded, for a long load).
+    """
 
     async def go() -> T:
         client = one_shot_client(settings)
         try:
-            return await work(client)
+            async with asyncio.timeout(timeout):
+                return await work(client)
+        except TimeoutError:
+            raise NoAnswer(
+                f"Redis at {settings.redacted_redis_url} did not answer within {timeout:g} s"
+            ) from None
         finally:
             await client.aclose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +23,13 @@ VIEWS: dict[str, tuple[str, Callable[[Any], str]]] = {
     "liquidating": ("in-flight liquidations and their age", tables.liquidating_text),
     "dead": ("the last dead letters", tables.dead_text),
     "stats": ("counters, stream lengths, the input group's backlog", tables.stats_text),
+    "executors": (
+        "the events stream's consumer groups: pending entries, their age, lag",
+        tables.executors_text,
+    ),
 }
+# --warn-after when neither the command line nor the config sets it.
+DEFAULT_WARN_AFTER = 60.0
 
 
 def add_view_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -35,6 +42,13 @@ def add_view_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--limit", type=positive_int, default=10, metavar="N")
     elif name in ("events", "dead"):
         parser.add_argument("--count", type=positive_int, default=20, metavar="N")
+    elif name == "executors":
+        parser.add_argument(
+            "--warn-after",
+            type=positive_float,
+            metavar="SECONDS",
+            help="warn when the oldest pending entry is older (default: the config's, else 60)",
+        )
 
 
 def positive_int(text: str) -> int:
@@ -48,10 +62,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """Parse a finite command-line number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def inspect_command(args: argparse.Namespace) -> int:
     """Read and print the view ``args.view``."""
     settings = settings_from(args.config)
     keys, markets, now = settings.keys, settings.markets, wall_ms()
+    warn_after = getattr(args, "warn_after", None)
+    if warn_after is None:
+        # [executors] warn_after, on configs whose parser knows it.
+        warn_after = float(getattr(settings, "executors_warn_after", DEFAULT_WARN_AFTER))
     readers: dict[str, Callable[[aioredis.Redis], Awaitable[Any]]] = {
         "account": lambda r: views.read_account(
             r, keys, markets, args.account, at_equality=settings.at_equality
@@ -62,6 +91,7 @@ def inspect_command(args: argparse.Namespace) -> int:
         "liquidating": lambda r: views.read_liquidating(r, keys, now),
         "dead": lambda r: views.read_dead(r, keys, args.count),
         "stats": lambda r: views.read_stats(r, keys),
+        "executors": lambda r: views.read_executors(r, keys.events, now, warn_after),
     }
     result = with_redis(settings, readers[args.view])
     if result is None:

@@ -122,6 +122,7 @@ def load_command(args: argparse.Namespace) -> int:
             lambda r: Store(r, settings.keys).append_input(
                 messages, batch=args.batch, progress=progress
             ),
+            timeout=None,
         )
     except (Failed, KeyboardInterrupt) as exc:
         progress.close()

@@ -1,4 +1,4 @@
-"""The ``liqwatch`` command line: run, demo, load, inspect, health (README, "Commands").
+"""The ``liqwatch`` command line: run, demo, load, inspect, health, trim (README, "Commands").
 
 Exit codes: 0 done; 1 the work failed (bad input lines, Redis unreachable or
 refusing, a stale or missing heartbeat, an unknown account); 2 a bad command
@@ -30,6 +30,7 @@ from watcher.cli.context import (
 from watcher.cli.health import health_command
 from watcher.cli.inspect import VIEWS, add_view_arguments, inspect_command, positive_int
 from watcher.cli.load import load_command
+from watcher.cli.trim import add_trim_arguments, trim_command
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, (text, _) in VIEWS.items():
         add_view_arguments(name, view_parsers.add_parser(name, help=text))
+    trim = commands.add_parser(
+        "trim", help="remove stream entries that every consumer group has acknowledged"
+    )
+    config(trim)
+    add_trim_arguments(trim)
     return parser
 
 
@@ -140,4 +146,5 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "load": load_command,
     "inspect": inspect_command,
     "health": health_command,
+    "trim": trim_command,
 }

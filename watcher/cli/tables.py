@@ -267,3 +267,55 @@ def stats_text(view: Json) -> str:
             f"  last delivered {group['last_delivered_id']}  consumers: {consumers}"
         )
     return "\n".join(parts)
+
+
+def executors_text(view: Json) -> str:
+    """Render ``inspect executors``: the stream, one row per group, its consumers, warnings."""
+    parts = [
+        f"stream {view['stream']}  length {view['length']}  first {num(view['first_entry_id'])}"
+        f"  last {num(view['last_entry_id'])}  warn after {view['warn_after_s']:g} s",
+        "",
+        table(
+            [
+                "GROUP",
+                "CONSUMERS",
+                "PENDING",
+                "OLDEST PENDING",
+                "AGE S",
+                "LAST DELIVERED",
+                "LAG",
+                "WARN",
+            ],
+            [
+                [
+                    g["name"],
+                    str(len(g["consumers"])),
+                    str(g["pending"]),
+                    num(g["oldest_pending_id"]),
+                    num(g["oldest_pending_age_s"]),
+                    g["last_delivered_id"],
+                    str(g["lag"]) + (" (counted)" if g["lag_counted"] else ""),
+                    _executor_warning(g),
+                ]
+                for g in view["groups"]
+            ],
+        ),
+    ]
+    for g in view["groups"]:
+        parts += ["", f"consumers of {g['name']}"]
+        parts.append(
+            table(
+                ["CONSUMER", "PENDING", "IDLE S"],
+                [[c["name"], str(c["pending"]), num(c["idle_s"])] for c in g["consumers"]],
+            )
+        )
+    if view["warnings"]:
+        parts.append("")
+        parts += [f"WARNING: {w}" for w in view["warnings"]]
+    return "\n".join(parts)
+
+
+def _executor_warning(group: Json) -> str:
+    flags = (("warning", "old pending"), ("stalled", "stalled"))
+    why = [text for flag, text in flags if group[flag]]
+    return ", ".join(why) or "no"

@@ -24,6 +24,7 @@ from state.decisions import judge_cross, judge_isolated
 from state.events import EventError, LiquidationEvent
 from state.keys import INPUT_GROUP, Keys, split_index_member
 from state.models import MaintenanceModel, MarginMode, Market, Position
+from state.store.retention import count_entries
 
 # The input consumer's group on the input stream.
 
@@ -442,4 +443,115 @@ async def _input_group(redis: aioredis.Redis, keys: Keys) -> Json | None:
         "consumers": {_text(c["name"]): int(c["pending"]) for c in pending["consumers"]},
         "last_delivered_id": None if last is None else _text(last),
         "lag": None if lag is None else int(lag),
+    }
+
+
+# --- executors: the consumer groups of the events stream ----------------------------
+
+
+def _age_s(entry_id: str | None, now_ms: int) -> float | None:
+    # An entry id starts with the ms it was added at: the age counts from there.
+    return None if entry_id is None else _seconds(now_ms - int(entry_id.partition("-")[0]))
+
+
+def _seconds(ms: int) -> float:
+    return round(ms / 1000, 3)
+
+
+def describe_executors(
+    stream: str, info: Json | None, groups: Sequence[Json], now_ms: int, warn_after_s: float
+) -> Json:
+    """Judge a stream's groups as read: entry ages, and warnings past ``warn_after_s``."""
+    # ``warning``: the oldest pending entry is too old (its consumer died or
+    # is stuck); ``stalled``: the oldest undelivered one is (nobody reads);
+    # no group at all: nothing consumes the stream.
+    rows, warnings = [], []
+    for raw in groups:
+        oldest, undelivered = raw["oldest_pending_id"], raw["oldest_undelivered_id"]
+        age, waiting = _age_s(oldest, now_ms), _age_s(undelivered, now_ms)
+        group = {
+            **raw,
+            "oldest_pending_age_s": age,
+            "oldest_undelivered_age_s": waiting,
+            "warning": age is not None and age > warn_after_s,
+            "stalled": waiting is not None and waiting > warn_after_s,
+        }
+        if group["warning"]:
+            warnings.append(
+                f"group {group['name']}: oldest pending entry {oldest} is {age:.1f} s old"
+                f" (over {warn_after_s:g} s), {group['pending']} pending"
+            )
+        if group["stalled"]:
+            warnings.append(
+                f"group {group['name']}: entry {undelivered} waits {waiting:.1f} s undelivered"
+                f" (over {warn_after_s:g} s), lag {group['lag']}"
+            )
+        rows.append(group)
+    if not rows:
+        warnings.append(f"no consumer group on {stream}: nothing is consuming it")
+    first = None if info is None else info.get("first-entry")
+    last = None if info is None else info.get("last-entry")
+    return {
+        "stream": stream,
+        "length": 0 if info is None else int(info["length"]),
+        "first_entry_id": None if not first else _text(first[0]),
+        "last_entry_id": None if not last else _text(last[0]),
+        "warn_after_s": warn_after_s,
+        "groups": rows,
+        "warning": bool(warnings),
+        "warnings": warnings,
+    }
+
+
+async def read_executors(
+    redis: aioredis.Redis, stream: str, now_ms: int, warn_after_s: float
+) -> Json:
+    """Read every consumer group of ``stream``: consumers, pending entries, their age, lag."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.xinfo_stream(stream)
+    pipe.xinfo_groups(stream)
+    info, groups = await pipe.execute(raise_on_error=False)
+    for reply in (info, groups):
+        if isinstance(reply, ResponseError):
+            if "no such key" not in str(reply):
+                raise reply
+            return describe_executors(stream, None, [], now_ms, warn_after_s)
+    rows = [await _read_group(redis, stream, group) for group in groups]
+    return describe_executors(stream, info, rows, now_ms, warn_after_s)
+
+
+async def _read_group(redis: aioredis.Redis, stream: str, info: Mapping[str, Any]) -> Json:
+    name, last = _text(info["name"]), _text(info["last-delivered-id"])
+    # One transaction: the pending summary and the oldest entry agree.
+    pipe = redis.pipeline(transaction=True)
+    pipe.xinfo_consumers(stream, name)
+    pipe.xpending(stream, name)
+    pipe.xpending_range(stream, name, min="-", max="+", count=1)
+    pipe.xrange(stream, min="(" + last, max="+", count=1)
+    consumers, summary, oldest, undelivered = await pipe.execute()
+    lag = info.get("lag")
+    if lag is None:
+        # Redis cannot tell after deletions among the undelivered: count them.
+        lag = await count_entries(redis, stream, "(" + last, "+")
+    first = oldest[0] if oldest else None
+    idle = None if first is None else _seconds(int(first["time_since_delivered"]))
+    return {
+        "name": name,
+        "consumers": [
+            {
+                "name": _text(c["name"]),
+                "pending": int(c["pending"]),
+                "idle_s": _seconds(int(c["idle"])),
+            }
+            for c in consumers
+        ],
+        "pending": int(summary["pending"]),
+        "oldest_pending_id": None if first is None else _text(first["message_id"]),
+        "oldest_pending_consumer": None if first is None else _text(first["consumer"]),
+        "oldest_pending_idle_s": idle,
+        "oldest_pending_deliveries": None if first is None else int(first["times_delivered"]),
+        "last_delivered_id": last,
+        "lag": int(lag),
+        "lag_counted": info.get("lag") is None,
+        "oldest_undelivered_id": _text(undelivered[0][0]) if undelivered else None,
     }

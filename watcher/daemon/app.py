@@ -1,4 +1,9 @@
-"""The daemon: one TaskGroup owning the feeds, the engine, the input consumer and the heartbeat."""
+"""The daemon: one TaskGroup owning the feeds, the engine, the input consumer and the heartbeat.
+
+Redis faults are ridden out (:mod:`watcher.daemon.link`): the daemon starts,
+runs and stops while Redis is away, DEGRADED and saying so. Lost data is
+noticed (:mod:`watcher.daemon.guard`). Only a bug ends the group.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ import contextlib
 import os
 import signal
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -16,11 +22,15 @@ import structlog
 from state.rules import Rules
 from state.store import Store
 from state.store.client import open_client
+from state.store.generation import GenerationStore
 from watcher.clock import wall_ms
+from watcher.daemon.audit import Auditor
 from watcher.daemon.config import Settings
 from watcher.daemon.consumer import InputConsumer
 from watcher.daemon.engine import Engine
+from watcher.daemon.guard import DataGuard, DataState
 from watcher.daemon.lag import LagMeter
+from watcher.daemon.link import LinkClosed, RedisLink
 from watcher.feeds import make_venue
 from watcher.feeds.backoff import Backoff
 from watcher.feeds.book import MarkBook
@@ -38,7 +48,10 @@ class Daemon:
             settings.keys, settings.markets, settings.at_equality, settings.liq_id_ttl
         )
         self.book = MarkBook.from_feeds(settings.feeds)
-        self.engine = Engine(self.store, self.rules, self.book)
+        self.link = RedisLink(
+            timeout=settings.redis_timeout, backoff_cap=settings.redis_backoff_cap
+        )
+        self.engine = Engine(self.store, self.rules, self.book, link=self.link)
         self.consumer = InputConsumer(
             self.store,
             self.rules,
@@ -46,8 +59,21 @@ class Daemon:
             live_marks=self.engine.live_marks,
             generation=lambda: self.engine.generation,
             nudge=self.engine.nudge,
+            link=self.link,
             lease_ttl=settings.lease_ttl,
             batch=settings.input_batch,
+            max_deliveries=settings.max_deliveries,
+        )
+        self.guard = DataGuard(GenerationStore(redis, settings.keys), self.link, hold=self._hold)
+        self.auditor = Auditor(
+            self.store,
+            self.rules,
+            self.link,
+            live_marks=self.engine.live_marks,
+            nudge=self.engine.nudge,
+            held=lambda: self.engine.held,
+            interval=settings.audit_interval,
+            batch=settings.audit_batch,
         )
         self.feed_stats = [FeedStats() for _ in settings.feeds]
         self.lag = LagMeter()
@@ -69,19 +95,41 @@ class Daemon:
                 tg.create_task(self._feed(feed, stats), name=f"feed-{i}-{feed.venue}")
                 for i, (feed, stats) in enumerate(zip(s.feeds, self.feed_stats, strict=True))
             ]
-            tg.create_task(self.engine.run(stop), name="engine")
-            tg.create_task(self.consumer.run(stop), name="input")
-            heartbeat = tg.create_task(self._heartbeat(stop), name="heartbeat")
             tg.create_task(self.lag.run(stop), name="loop-lag")
+            # Marks flow into the book while the rest waits for Redis, if it must.
+            started = await _until(stop, self.guard.start())
+            if started:
+                tg.create_task(_closing(self.engine.run(stop)), name="engine")
+                tg.create_task(_closing(self.consumer.run(stop)), name="input")
+                tg.create_task(_closing(self._heartbeat(stop)), name="heartbeat")
+                if s.audit_enabled:
+                    tg.create_task(_closing(self.auditor.run(stop)), name="audit")
             await stop.wait()
-            self.log.info("daemon.stopping")
+            self.log.info("daemon.stopping", redis=self.link.state.value)
             # Feeds stop taking ticks at once; the engine and the input consumer
-            # see ``stop`` and return after the batch in flight.
+            # see ``stop`` and return after the batch in flight; a call waiting
+            # on a Redis that does not answer gives up.
             for task in feeds:
                 task.cancel()
-            await heartbeat
-        await self.store.drop_heartbeat(self.settings.instance)
+            self.link.close()
+        if started:
+            await self.link.once("heartbeat.drop", self._drop_heartbeat)
         self.log.info("daemon.stopped")
+
+    def _hold(self, held: bool) -> None:
+        self.engine.held = held
+        if not held:
+            self.engine.reconcile()
+
+    async def _drop_heartbeat(self) -> None:
+        await self.store.drop_heartbeat(self.settings.instance)
+
+    @property
+    def state(self) -> str:
+        """OK, DEGRADED (Redis does not answer) or DATA_LOST (held until acknowledged)."""
+        if self.guard.state is DataState.DATA_LOST:
+            return DataState.DATA_LOST.value
+        return self.link.state.value
 
     async def _feed(self, feed: FeedSpec, stats: FeedStats) -> None:
         s = self.settings
@@ -98,6 +146,7 @@ class Daemon:
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         interval = self.settings.heartbeat_interval
         while not stop.is_set():
+            await self.guard.check()
             await self.beat()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
@@ -112,6 +161,14 @@ class Daemon:
             "instance": s.instance,
             "pid": os.getpid(),
             "ts": now_ms,
+            "state": self.state,
+            "redis": {
+                "state": self.link.state.value,
+                "outages": self.link.outages,
+                "last_error": self.link.last_error,
+            },
+            "generation": None if self.guard.seen is None else self.guard.seen.id,
+            "held": self.guard.reason,
             "input_leader": self.consumer.leader,
             "live": sorted(live),
             "stale": sorted(self.book.symbols - live.keys()),
@@ -122,8 +179,9 @@ class Daemon:
             "rejected": dict(self.book.rejected),
             "loop_lag_ms": round(self.lag.take() * 1000, 1),
         }
-        count, oldest, since = await self.store.liquidating_before(
-            now_ms - int(s.stuck_after * 1000)
+        stuck_before = now_ms - int(s.stuck_after * 1000)
+        count, oldest, since = await self.link.call(
+            "stuck", lambda: self.store.liquidating_before(stuck_before)
         )
         if count:
             self.log.warning(
@@ -133,15 +191,20 @@ class Daemon:
                 oldest_age_s=round((now_ms - since) / 1000, 1),
             )
             body["stuck_liquidations"] = count
-        totals = self.engine.counters + self.consumer.counters
-        pipe = self.store.redis.pipeline(transaction=False)
-        pipe.set(s.keys.health, orjson.dumps(body), px=int(s.heartbeat_ttl * 1000))
-        for name, value in totals.items():
-            delta = value - self._flushed[name]
-            if delta:
+        totals = self.engine.counters + self.consumer.counters + self.auditor.counters
+        deltas = {n: v - self._flushed[n] for n, v in totals.items() if v != self._flushed[n]}
+
+        async def write() -> bool:
+            pipe = self.store.redis.pipeline(transaction=False)
+            pipe.set(s.keys.health, orjson.dumps(body), px=int(s.heartbeat_ttl * 1000))
+            for name, delta in deltas.items():
                 pipe.hincrby(s.keys.stats, name, delta)
-        await pipe.execute()
-        self._flushed = Counter(totals)
+            await pipe.execute()
+            return True
+
+        # Once: a counter flush retried after a lost answer would count twice.
+        if await self.link.once("heartbeat", write):
+            self._flushed = Counter(totals)
 
 
 @contextlib.contextmanager
@@ -159,10 +222,33 @@ def _signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
+async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> bool:
+    """Run ``work`` unless ``stop`` comes first; say whether it ran to the end."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, LinkClosed):
+            await task
+        return False
+    task.result()
+    return True
+
+
+async def _closing(work: Coroutine[Any, Any, None]) -> None:
+    """Run a component; at a stop while Redis does not answer, it gives up quietly."""
+    with contextlib.suppress(LinkClosed):
+        await work
+
+
 async def run_daemon(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run liqwatch until SIGTERM/SIGINT (or ``stop``); return after a clean shutdown."""
     stop = stop or asyncio.Event()
-    redis = open_client(settings.redis_url, health_check_interval=15)
+    redis = open_client(settings.redis_url)
     try:
         with _signals(stop):
             await Daemon(settings, redis).run(stop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tomllib
@@ -24,14 +25,98 @@ from state.models import (
     OrderlyModel,
 )
 from watcher.feeds import VENUES
-from watcher.feeds.spec import DEFAULT_JUMP_BAND, FeedSpec
+from watcher.feeds.errors import quote
+from watcher.feeds.spec import (
+    DEFAULT_JUMP_BAND,
+    DEFAULT_MAX_AHEAD,
+    DEFAULT_STALE_AFTER,
+    FeedSpec,
+)
 
 REDIS_URL_ENV = "LIQWATCH_REDIS_URL"
+# A config file is a few kilobytes; reading more than this is a wrong path
+# (a device, a log file), not a config.
+MAX_CONFIG_BYTES = 4 * 2**20
+
+# Every number a config may hold has a floor and a ceiling: generous for any
+# sane deployment, close enough that a typo (or 1e308) is caught at start
+# instead of becoming a timer that never fires or an allocation that fails.
+MAX_STALE_AFTER = 3600.0
+# So that the default silence_timeout (3 * stale_after) always fits.
+MAX_SILENCE_TIMEOUT = 3 * MAX_STALE_AFTER
+MAX_MAX_AHEAD = 86400.0
+MAX_HEARTBEAT_INTERVAL = 60.0
+MAX_HEARTBEAT_TTL = 600.0
+MAX_LEASE_TTL = 600.0
+# One commit acknowledges up to a batch of entries as script arguments.
 MAX_INPUT_BATCH = 2000
+MAX_FRAME_BYTES = 64 * 2**20
+MAX_BACKOFF = 3600.0
+MAX_BACKOFF_RESET_AFTER = 3600.0
+MAX_LIQ_ID_TTL = 365 * 86400
+MAX_STUCK_AFTER = 7 * 86400.0
+MIN_REDIS_TIMEOUT, MAX_REDIS_TIMEOUT = 0.05, 300.0
+MIN_REDIS_BACKOFF_CAP, MAX_REDIS_BACKOFF_CAP = 0.01, 60.0
+MIN_MAX_DELIVERIES, MAX_MAX_DELIVERIES = 2, 1000
+MIN_AUDIT_INTERVAL, MAX_AUDIT_INTERVAL = 0.01, 3600.0
+MIN_AUDIT_BATCH, MAX_AUDIT_BATCH = 1, 10_000
+MIN_WARN_AFTER, MAX_WARN_AFTER = 1.0, 86400.0
+
+DEFAULT_LIQ_ID_TTL = 7 * 24 * 3600
+DEFAULT_REDIS_TIMEOUT = 2.0
+DEFAULT_REDIS_BACKOFF_CAP = 2.0
+DEFAULT_MAX_DELIVERIES = 10
+DEFAULT_AUDIT_INTERVAL = 1.0
+DEFAULT_AUDIT_BATCH = 200
+DEFAULT_WARN_AFTER = 60.0
 
 
 class ConfigError(LiqwatchError):
     """A config value is missing or wrong; the message names its key path."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """The numbers a key accepts: ``kind`` from ``low`` (excluded if ``above``) to ``high``."""
+
+    kind: type[int] | type[float]
+    low: float
+    high: float
+    above: bool = False
+
+
+# key -> bound, per table; a key absent from its table keeps the Settings default.
+REDIS_NUMBERS = {
+    "timeout": Bound(float, MIN_REDIS_TIMEOUT, MAX_REDIS_TIMEOUT),
+    "backoff_cap": Bound(float, MIN_REDIS_BACKOFF_CAP, MAX_REDIS_BACKOFF_CAP),
+}
+FEED_NUMBERS = {
+    "stale_after": Bound(float, 0, MAX_STALE_AFTER, above=True),
+    "silence_timeout": Bound(float, 0, MAX_SILENCE_TIMEOUT, above=True),
+    "max_ahead": Bound(float, 0, MAX_MAX_AHEAD, above=True),
+}
+LIQUIDATION_NUMBERS = {
+    "liq_id_ttl": Bound(int, 1, MAX_LIQ_ID_TTL),
+    "stuck_after": Bound(float, 0, MAX_STUCK_AFTER, above=True),
+}
+DAEMON_NUMBERS = {
+    "heartbeat_interval": Bound(float, 0, MAX_HEARTBEAT_INTERVAL, above=True),
+    "heartbeat_ttl": Bound(float, 0, MAX_HEARTBEAT_TTL, above=True),
+    "lease_ttl": Bound(float, 0, MAX_LEASE_TTL, above=True),
+    "input_batch": Bound(int, 1, MAX_INPUT_BATCH),
+    "max_frame_bytes": Bound(int, 1, MAX_FRAME_BYTES),
+    "backoff_base": Bound(float, 0, MAX_BACKOFF, above=True),
+    "backoff_cap": Bound(float, 0, MAX_BACKOFF, above=True),
+    "backoff_reset_after": Bound(float, 0, MAX_BACKOFF_RESET_AFTER, above=True),
+    "max_deliveries": Bound(int, MIN_MAX_DELIVERIES, MAX_MAX_DELIVERIES),
+}
+AUDIT_NUMBERS = {
+    "interval": Bound(float, MIN_AUDIT_INTERVAL, MAX_AUDIT_INTERVAL),
+    "batch": Bound(int, MIN_AUDIT_BATCH, MAX_AUDIT_BATCH),
+}
+EXECUTORS_NUMBERS = {
+    "warn_after": Bound(float, MIN_WARN_AFTER, MAX_WARN_AFTER),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +128,7 @@ class Settings:
     feeds: tuple[FeedSpec, ...]
     markets: Mapping[str, Market]
     at_equality: bool = False
-    liq_id_ttl: int = 7 * 24 * 3600
+    liq_id_ttl: int = DEFAULT_LIQ_ID_TTL
     stuck_after: float = 300.0
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     heartbeat_interval: float = 1.0
@@ -55,6 +140,19 @@ class Settings:
     backoff_cap: float = 30.0
     backoff_reset_after: float = 30.0
     log_format: str = "json"
+    # [redis] timeout: how long one Redis round trip may take before the
+    # daemon treats Redis as unreachable; backoff_cap: its reconnect backoff cap.
+    redis_timeout: float = DEFAULT_REDIS_TIMEOUT
+    redis_backoff_cap: float = DEFAULT_REDIS_BACKOFF_CAP
+    # [daemon] max_deliveries: an input entry delivered more often is dead-lettered.
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
+    # [audit]: whether to audit, seconds between batches, accounts per batch.
+    audit_enabled: bool = True
+    audit_interval: float = DEFAULT_AUDIT_INTERVAL
+    audit_batch: int = DEFAULT_AUDIT_BATCH
+    # [executors] warn_after: an events-stream consumer group whose oldest
+    # pending entry is older than this (seconds) raises a warning.
+    executors_warn_after: float = DEFAULT_WARN_AFTER
 
     @property
     def keys(self) -> Keys:
@@ -78,11 +176,27 @@ def redact_url(url: str) -> str:
 
 
 def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate a config file; ConfigError names the bad key."""
+    """Read and validate a config file; every failure is a one-line ConfigError.
+
+    Unreadable (missing, a directory, no permission), too big, not UTF-8 (the
+    message gives the byte offset), not TOML or not valid: each names the
+    file or the key path.
+    """
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a path with a NUL byte, say
+        raise ConfigError(f"{str(path)!r}: cannot read: {exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes: not a config file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}"
+        ) from None
     return parse_settings(text, os.environ if env is None else env, source=str(path))
 
 
@@ -91,10 +205,10 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    _known(doc, "", {"redis", "feeds", "markets", "liquidation", "daemon"})
+        raise ConfigError(f"{source}: not valid TOML: {_one_line(str(exc))}") from None
+    _known(doc, "", {"redis", "feeds", "markets", "liquidation", "daemon", "audit", "executors"})
     redis = _table(doc, "redis", required=False)
-    _known(redis, "redis", {"url", "prefix"})
+    _known(redis, "redis", {"url", "prefix", *REDIS_NUMBERS})
     url = env.get(REDIS_URL_ENV) or _str(redis, "url", "redis", default="redis://127.0.0.1:6379/0")
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
@@ -108,77 +222,102 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
     markets = _markets(_table(doc, "markets", required=True))
     feeds = _feeds(doc.get("feeds"), markets)
     liq = _table(doc, "liquidation", required=False)
-    _known(liq, "liquidation", {"at_equality", "liq_id_ttl", "stuck_after"})
+    _known(liq, "liquidation", {"at_equality", *LIQUIDATION_NUMBERS})
     daemon = _table(doc, "daemon", required=False)
     _known(daemon, "daemon", DAEMON_KEYS)
+    audit = _table(doc, "audit", required=False)
+    _known(audit, "audit", {"enabled", *AUDIT_NUMBERS})
+    executors = _table(doc, "executors", required=False)
+    _known(executors, "executors", set(EXECUTORS_NUMBERS))
+
     kwargs: dict[str, Any] = {}
-    for name, kind in (
-        ("heartbeat_interval", float),
-        ("heartbeat_ttl", float),
-        ("lease_ttl", float),
-        ("input_batch", int),
-        ("max_frame_bytes", int),
-        ("backoff_base", float),
-        ("backoff_cap", float),
-        ("backoff_reset_after", float),
-    ):
-        if name in daemon:
-            kwargs[name] = _positive(daemon, name, "daemon", kind)
-    if kwargs.get("input_batch", 0) > MAX_INPUT_BATCH:
-        # One commit acknowledges up to a batch of entries as script arguments.
-        raise ConfigError(
-            f"daemon.input_batch: at most {MAX_INPUT_BATCH}, got {kwargs['input_batch']}"
-        )
+    kwargs.update(_numbers(redis, "redis", REDIS_NUMBERS, rename="redis_{}"))
+    kwargs.update(_numbers(liq, "liquidation", LIQUIDATION_NUMBERS))
+    kwargs.update(_numbers(daemon, "daemon", DAEMON_NUMBERS))
+    kwargs.update(_numbers(audit, "audit", AUDIT_NUMBERS, rename="audit_{}"))
+    kwargs.update(_numbers(executors, "executors", EXECUTORS_NUMBERS, rename="executors_{}"))
     if "instance" in daemon:
         kwargs["instance"] = _str(daemon, "instance", "daemon")
         if not kwargs["instance"].strip():
             raise ConfigError("daemon.instance: must not be empty")
-
     if "log_format" in daemon:
         kwargs["log_format"] = _choice(daemon, "log_format", "daemon", ("json", "console"))
-    if "liq_id_ttl" in liq:
-        kwargs["liq_id_ttl"] = _positive(liq, "liq_id_ttl", "liquidation", int)
-    if "stuck_after" in liq:
-        kwargs["stuck_after"] = _positive(liq, "stuck_after", "liquidation", float)
-    at_equality = liq.get("at_equality", False)
-    if not isinstance(at_equality, bool):
-        raise ConfigError(f"liquidation.at_equality: must be true or false, got {at_equality!r}")
+    if "enabled" in audit:
+        kwargs["audit_enabled"] = _bool(audit, "enabled", "audit")
     settings = Settings(
         redis_url=url,
         prefix=prefix,
         feeds=feeds,
         markets=markets,
-        at_equality=at_equality,
+        at_equality=_bool(liq, "at_equality", "liquidation", default=False),
         **kwargs,
     )
     if settings.heartbeat_ttl <= settings.heartbeat_interval:
-        raise ConfigError("daemon.heartbeat_ttl: must be longer than daemon.heartbeat_interval")
+        raise ConfigError(
+            f"daemon.heartbeat_ttl: must be longer than daemon.heartbeat_interval"
+            f" ({_show(settings.heartbeat_interval)}), got {_show(settings.heartbeat_ttl)}"
+        )
     if settings.backoff_base > settings.backoff_cap:
-        raise ConfigError("daemon.backoff_base: must not exceed daemon.backoff_cap")
+        raise ConfigError(
+            f"daemon.backoff_base: must not exceed daemon.backoff_cap"
+            f" ({_show(settings.backoff_cap)}), got {_show(settings.backoff_base)}"
+        )
     return settings
 
 
-FEED_KEYS = {
-    "venue",
-    "url",
-    "symbols",
-    "stale_after",
-    "silence_timeout",
-    "jump_band",
-    "symbol_map",
-}
-DAEMON_KEYS = {
-    "instance",
-    "log_format",
-    "heartbeat_interval",
-    "heartbeat_ttl",
-    "lease_ttl",
-    "input_batch",
-    "max_frame_bytes",
-    "backoff_base",
-    "backoff_cap",
-    "backoff_reset_after",
-}
+FEED_KEYS = {"venue", "url", "symbols", "jump_band", "symbol_map", *FEED_NUMBERS}
+DAEMON_KEYS = {"instance", "log_format", *DAEMON_NUMBERS}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _show(number: float) -> str:
+    """Write a bound or a value as a person would: 3600, 0.05, 1e+308."""
+    if isinstance(number, float) and number.is_integer() and abs(number) < 1e15:
+        return str(int(number))
+    text = repr(number)
+    # A 400-digit integer must not become a 400-character error line.
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
+
+
+def _number(t: Mapping[str, Any], name: str, path: str, bound: Bound) -> float:
+    """Return ``t[name]`` checked against ``bound``; ConfigError names the key and the bound."""
+    where = f"{path}.{name}"
+    value = t[name]
+    kind = "an integer" if bound.kind is int else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}: must be {kind}, got {quote(value)}")
+    if bound.kind is int and not isinstance(value, int):
+        raise ConfigError(f"{where}: must be an integer, got {quote(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+    if bound.above and not value > bound.low:
+        raise ConfigError(f"{where}: must be greater than {_show(bound.low)}, got {_show(value)}")
+    if not bound.above and value < bound.low:
+        raise ConfigError(f"{where}: must be at least {_show(bound.low)}, got {_show(value)}")
+    if value > bound.high:
+        raise ConfigError(f"{where}: must be at most {_show(bound.high)}, got {_show(value)}")
+    return bound.kind(value)
+
+
+def _numbers(
+    t: Mapping[str, Any], path: str, bounds: Mapping[str, Bound], rename: str = "{}"
+) -> dict[str, float]:
+    """Return the checked numbers of ``t`` named in ``bounds``, keyed as Settings names them."""
+    return {
+        rename.format(name): _number(t, name, path, bound)
+        for name, bound in bounds.items()
+        if name in t
+    }
+
+
+def _bool(t: Mapping[str, Any], name: str, path: str, default: bool | None = None) -> bool:
+    value = t.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}.{name}: must be true or false, got {value!r}")
+    return value
 
 
 def _known(table: Mapping[str, Any], path: str, allowed: set[str]) -> None:
@@ -212,16 +351,6 @@ def _choice(t: Mapping[str, Any], name: str, path: str, options: tuple[str, ...]
     if value not in options:
         raise ConfigError(f"{path}.{name}: must be one of {', '.join(options)}, got {value!r}")
     return value
-
-
-def _positive(t: Mapping[str, Any], name: str, path: str, kind: type[float] | type[int]) -> Any:
-    value = t[name]
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is int:
-        ok = ok and isinstance(value, int)
-    if not ok or not value > 0:
-        raise ConfigError(f"{path}.{name}: must be a positive {kind.__name__}, got {value!r}")
-    return kind(value)
 
 
 def _dec(value: Any, path: str) -> Decimal:
@@ -314,25 +443,29 @@ def _feeds(raw: Any, markets: Mapping[str, Market]) -> tuple[FeedSpec, ...]:
         symbols = spec.get("symbols")
         if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
             raise ConfigError(f"{path}.symbols: must be a list of strings")
-        stale_after = _positive(spec, "stale_after", path, float) if "stale_after" in spec else 5.0
+        numbers = _numbers(spec, path, FEED_NUMBERS)
         jump_band = spec.get("jump_band", DEFAULT_JUMP_BAND)
-        if isinstance(jump_band, bool) or not isinstance(jump_band, int | float):
-            raise ConfigError(f"{path}.jump_band: must be a fraction, got {jump_band!r}")
+        if (
+            isinstance(jump_band, bool)
+            or not isinstance(jump_band, int | float)
+            or not (jump_band == 0 or 0 < jump_band < 1)
+        ):
+            raise ConfigError(
+                f"{path}.jump_band: must be 0 (off) or between 0 and 1, got {jump_band!r}"
+            )
         symbol_map = spec.get("symbol_map", {})
         if not isinstance(symbol_map, dict):
             raise ConfigError(f"{path}.symbol_map: must be a table of venue symbol = symbol")
-        silence = (
-            _positive(spec, "silence_timeout", path, float) if "silence_timeout" in spec else None
-        )
         try:
             feed = FeedSpec(
                 venue,
                 url,
                 tuple(symbols),
-                stale_after,
+                numbers.get("stale_after", DEFAULT_STALE_AFTER),
                 dict(symbol_map),
-                silence_timeout=silence,
+                silence_timeout=numbers.get("silence_timeout"),
                 jump_band=float(jump_band) or None,
+                max_ahead=numbers.get("max_ahead", DEFAULT_MAX_AHEAD),
             )
         except ValueError as exc:
             raise ConfigError(f"{path}: {exc}") from None

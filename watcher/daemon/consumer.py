@@ -3,22 +3,32 @@
 One instance at a time holds the shard's input lease (a key with a TTL,
 renewed while alive) and applies input; the others wait and take over, with
 the pending entries, when it lapses. Every apply is one commit that checks
-the lease, the seq and the account version, writes, and acknowledges the
-entry, so an entry is applied once and acknowledged only after it is.
+the lease, that the entry is still pending, the seq and the account version,
+writes, and acknowledges the entry, so an entry is applied once and
+acknowledged only after it is.
+
+No entry can stop the consumer: whatever fails while one entry is parsed or
+planned sets that entry aside in the dead-letter stream with the reason, and
+an entry delivered more than ``max_deliveries`` times (one that keeps taking
+the process down before it is acknowledged) is set aside unread. Every round
+trip goes through the :class:`RedisLink`, which rides out Redis outages; a
+Redis restarted empty has lost the consumer group, which is made again.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 
+from state.account import AccountState
 from state.changes import ChangeSet
 from state.decisions import liquidatable_state
 from state.errors import InputError, StoreError
@@ -26,8 +36,9 @@ from state.input_plan import InputPlan, plan_inputs
 from state.inputs import InputMessage, parse_input
 from state.keys import INPUT_GROUP
 from state.rules import Rules
-from state.store import Store
+from state.store import CommitResult, Store
 from state.store.streams import stream_entries
+from watcher.daemon.link import RedisLink
 
 GROUP = INPUT_GROUP
 
@@ -36,6 +47,15 @@ GROUP = INPUT_GROUP
 class _Entry:
     entry_id: str
     raw: bytes
+
+
+@dataclass(slots=True)
+class _Commit:
+    """One change set of a batch and what it stands for."""
+
+    change: ChangeSet
+    entries: list[_Entry]
+    plan: InputPlan | None = None  # None: a dead letter
 
 
 class LeaseLost(Exception):
@@ -54,9 +74,11 @@ class InputConsumer:
         live_marks: Callable[[], dict[str, Decimal]],
         generation: Callable[[], int],
         nudge: Callable[[list[str]], None],
+        link: RedisLink | None = None,
         lease_ttl: float = 5.0,
         batch: int = 200,
         block: float = 0.25,
+        max_deliveries: int = 10,
     ) -> None:
         self.store = store
         self.rules = rules
@@ -64,9 +86,11 @@ class InputConsumer:
         self.live_marks = live_marks
         self.generation = generation
         self.nudge = nudge
+        self.link = link if link is not None else RedisLink()
         self.lease_ttl_ms = int(lease_ttl * 1000)
         self.batch = batch
         self.block_ms = int(block * 1000)
+        self.max_deliveries = max_deliveries
         self.counters: Counter[str] = Counter()
         self.leader = False
         self._log = structlog.get_logger().bind(component="input", owner=owner)
@@ -86,10 +110,12 @@ class InputConsumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Apply input while holding the lease, until ``stop`` is set."""
-        await self.ensure_group()
+        await self.link.call("input.group", self.ensure_group)
         try:
             while not stop.is_set():
-                lease = await self.store.acquire_lease(self.owner, self.lease_ttl_ms)
+                lease = await self.link.call(
+                    "input.lease", lambda: self.store.acquire_lease(self.owner, self.lease_ttl_ms)
+                )
                 if not lease:
                     if self.leader:
                         self._lost()
@@ -100,14 +126,20 @@ class InputConsumer:
                     # held it in between may have left entries pending.
                     self.leader = True
                     self._log.info("input.lease_acquired")
-                    await self._take_over_pending()
+                    await self.link.call("input.takeover", self._take_over_pending)
                 try:
                     await self.step()
                 except LeaseLost:
                     self._lost()
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    # Redis came back without our group (restarted empty).
+                    self._log.error("input.group_lost", error=str(exc))
+                    await self.link.call("input.group", self.ensure_group)
         finally:
             if self.leader:
-                await self.store.release_lease(self.owner)
+                await self.link.once("input.release", lambda: self.store.release_lease(self.owner))
 
     def _lost(self) -> None:
         self.leader = False
@@ -137,10 +169,14 @@ class InputConsumer:
         Entries are only ever applied as read back from the pending list, in
         ID order: if the reply to the ``>`` read is lost and the client's
         retry delivers the next entries, the first ones are still applied
-        first.
+        first. Entries found pending before this step read anything new were
+        delivered before (a crash, a lost reply, a takeover): those delivered
+        too often are set aside unread.
         """
         entries = await self._read("0")
-        if not entries:
+        if entries:
+            entries = await self._drop_poison(entries)
+        else:
             await self._read(">")
             entries = await self._read("0")
         if entries:
@@ -148,12 +184,15 @@ class InputConsumer:
         return len(entries)
 
     async def _read(self, start: str) -> list[_Entry]:
-        reply = await self.redis.xreadgroup(
-            GROUP,
-            self.owner,
-            {self.store.keys.input: start},
-            count=self.batch,
-            block=self.block_ms if start == ">" else None,
+        reply = await self.link.call(
+            "input.read",
+            lambda: self.redis.xreadgroup(
+                GROUP,
+                self.owner,
+                {self.store.keys.input: start},
+                count=self.batch,
+                block=self.block_ms if start == ">" else None,
+            ),
         )
         out: list[_Entry] = []
         for entry_id, fields in stream_entries(reply):
@@ -161,6 +200,33 @@ class InputConsumer:
             raw = (fields or {}).get(b"msg", b"")
             out.append(_Entry(eid, raw.encode() if isinstance(raw, str) else raw))
         return out
+
+    async def _drop_poison(self, entries: list[_Entry]) -> list[_Entry]:
+        """Dead-letter the entries delivered more than ``max_deliveries`` times; keep the rest."""
+        first, last = entries[0].entry_id, entries[-1].entry_id
+        info: Any = await self.link.call(
+            "input.pending",
+            lambda: self.redis.xpending_range(
+                self.store.keys.input, GROUP, min=first, max=last, count=len(entries)
+            ),
+        )
+        delivered = {_text(row["message_id"]): int(row["times_delivered"]) for row in info}
+        poison = [e for e in entries if delivered.get(e.entry_id, 0) > self.max_deliveries]
+        if not poison:
+            return entries
+        commits = [
+            self._dead_letter(
+                e,
+                InputError(
+                    f"delivered {delivered[e.entry_id]} times without being applied"
+                    f" (max_deliveries {self.max_deliveries}): set aside unread"
+                ),
+            )
+            for e in poison
+        ]
+        await self._commit(commits)
+        dropped = {e.entry_id for e in poison}
+        return [e for e in entries if e.entry_id not in dropped]
 
     async def apply(self, entries: list[_Entry]) -> None:
         """Apply entries in stream order: one atomic commit per account, all in one pipeline.
@@ -170,47 +236,52 @@ class InputConsumer:
         independent, so their relative order does not matter. Conflicts
         (a claim changed the account meanwhile) are re-read and redone.
         """
-        keys = self.store.keys
         by_account: dict[str, list[tuple[_Entry, InputMessage]]] = {}
-        commits: list[tuple[ChangeSet, str | None, list[_Entry], InputPlan | None]] = []
+        commits: list[_Commit] = []
         for entry in entries:
             try:
                 msg = parse_input(entry.raw, self.rules.markets)
             except InputError as bad:
-                commits.append((self._dead_letter(entry, bad), None, [entry], None))
+                commits.append(self._dead_letter(entry, bad))
+                continue
+            except Exception as bug:
+                # parse_input answers every input with an update or an
+                # InputError; anything else is our bug, and must not stop input.
+                commits.append(self._dead_letter(entry, self._internal("parsing", entry, bug)))
                 continue
             by_account.setdefault(msg.account, []).append((entry, msg))
         broken: dict[str, StoreError] = {}
-        states = await self.store.load_many(by_account, broken)
+        states = await self.link.call(
+            "input.read_accounts", lambda: self.store.load_many(by_account, broken)
+        )
         generation = self.generation()
         marks = self.live_marks()
         for account, items in by_account.items():
             if account in broken:
                 reason = InputError(f"account state in Redis is unreadable: {broken[account]}")
-                for entry, _ in items:
-                    commits.append((self._dead_letter(entry, reason), None, [entry], None))
+                commits += [self._dead_letter(entry, reason) for entry, _ in items]
                 continue
-            planned = plan_inputs(self.rules, states[account], [m for _, m in items], marks)
-            taken = [items[i][0] for i in (*planned.applied, *planned.duplicates)]
-            if planned.change is not None:
-                commits.append((self._guard(planned.change, taken), account, taken, planned))
-            elif taken:
-                ack_only = self._guard(ChangeSet(keys, account), taken)
-                commits.append((ack_only, account, taken, planned))
-            for i, exc in planned.rejected:
-                commits.append((self._dead_letter(items[i][0], exc), None, [items[i][0]], None))
+            commits += self._plan(states[account], items, marks)
         # Dead letters land in the order their entries came in.
-        commits.sort(key=lambda c: _entry_order(c[2][0].entry_id))
-        results = await self.store.commit_many([cs for cs, _, _, _ in commits])
+        commits.sort(key=lambda c: _entry_order(c.entries[0].entry_id))
+        results = await self._commit(commits)
         to_nudge: list[str] = []
         redo: list[_Entry] = []
         lease_lost = False
-        for (_, _account, taken, plan), result in zip(commits, results, strict=True):
+        for commit, result in zip(commits, results, strict=True):
             if result.outcome == "LEASE":
                 lease_lost = True
                 continue
             if result.outcome == "CONFLICT":
-                redo += taken
+                redo += commit.entries
+                continue
+            if result.outcome == "DONE":
+                # Applied by the first run of a commit whose answer was lost.
+                continue
+            plan = commit.plan
+            if result.outcome == "ERROR":
+                self.counters["input_refused"] += 1
+                self._log.error("input.commit_refused", error=result.entry_id)
                 continue
             if plan is None:
                 self.counters["input_dead_letters"] += 1
@@ -232,7 +303,47 @@ class InputConsumer:
             redo.sort(key=lambda e: _entry_order(e.entry_id))
             await self.apply(redo)
 
-    def _dead_letter(self, entry: _Entry, exc: InputError) -> ChangeSet:
+    def _plan(
+        self,
+        state: AccountState,
+        items: list[tuple[_Entry, InputMessage]],
+        marks: dict[str, Decimal],
+    ) -> list[_Commit]:
+        """Plan one account's entries as its commit plus its dead letters."""
+        keys = self.store.keys
+        try:
+            planned = plan_inputs(self.rules, state, [m for _, m in items], marks)
+        except Exception as bug:
+            # plan_inputs sets invalid updates aside itself; anything escaping
+            # it is our bug, and must not stop input: the account's entries
+            # go to the dead letters, loudly.
+            return [
+                self._dead_letter(entry, self._internal("planning", entry, bug))
+                for entry, _ in items
+            ]
+        commits: list[_Commit] = []
+        taken = [items[i][0] for i in (*planned.applied, *planned.duplicates)]
+        if planned.change is not None:
+            commits.append(_Commit(self._guard(planned.change, taken), taken, planned))
+        elif taken:
+            ack_only = self._guard(ChangeSet(keys, state.account), taken)
+            commits.append(_Commit(ack_only, taken, planned))
+        commits += [self._dead_letter(items[i][0], exc) for i, exc in planned.rejected]
+        return commits
+
+    async def _commit(self, commits: Sequence[_Commit]) -> list[CommitResult]:
+        return await self.link.call(
+            "input.commit", lambda: self.store.commit_many([c.change for c in commits])
+        )
+
+    def _internal(self, stage: str, entry: _Entry, bug: Exception) -> InputError:
+        self.counters["input_internal_errors"] += 1
+        self._log.error(
+            "input.internal_error", stage=stage, entry_id=entry.entry_id, error=repr(bug)
+        )
+        return InputError(f"internal error while {stage} it: {bug!r}"[:500])
+
+    def _dead_letter(self, entry: _Entry, exc: InputError) -> _Commit:
         self._log.warning("input.dead_letter", entry_id=entry.entry_id, reason=exc.reason)
         keys = self.store.keys
         cs = ChangeSet(keys, "-").xadd(
@@ -243,15 +354,22 @@ class InputConsumer:
                 "entry_id": entry.entry_id,
             },
         )
-        return self._guard(cs, [entry])
+        return _Commit(self._guard(cs, [entry]), [entry])
 
     def _guard(self, cs: ChangeSet, entries: list[_Entry]) -> ChangeSet:
         keys = self.store.keys
-        return cs.lease(keys.input_lease, self.owner).ack(
-            keys.input, GROUP, *(e.entry_id for e in entries)
+        ids = [e.entry_id for e in entries]
+        return (
+            cs.lease(keys.input_lease, self.owner)
+            .still_pending(keys.input, GROUP, ids[0])
+            .ack(keys.input, GROUP, *ids)
         )
 
 
 def _entry_order(entry_id: str) -> tuple[int, int]:
     ms, _, n = entry_id.partition("-")
     return int(ms), int(n or 0)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,10 +1,15 @@
 """The engine: latest marks in, index queries, exact decisions, atomic claims out.
 
 Per batch of ticks (every symbol that changed since the last batch, conflated
-to its latest mark plus the lowest and highest seen since): one pipelined
-round trip records the marks and queries both index sets of each symbol; one
-reads every candidate account; one commits every decision. Nothing is decided
-on a STALE symbol, and a cross account with a leg that has no LIVE mark is held.
+to its latest mark plus the lowest and highest seen since): one round trip
+records the marks and queries both index sets of each symbol; then, chunk by
+chunk of candidate accounts, one reads them and one commits their decisions,
+and each chunk's liquidations are logged as soon as its commit answers.
+Nothing is decided on a STALE symbol; a cross account with a leg that has no
+LIVE mark is held; nothing at all is decided while the engine is held (Redis
+lost its data and no operator has acknowledged it yet). Every round trip goes
+through the :class:`RedisLink`; after an outage the engine reconciles like a
+start: every symbol with a fresh mark is queried again in full.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 
 import structlog
 
@@ -27,8 +33,9 @@ from state.events import LiquidationEvent
 from state.keys import split_index_member
 from state.models import MarginMode, MarkPrice
 from state.rules import Rules
-from state.store import Store, TickRow
+from state.store import CommitResult, Store, TickRow
 from watcher.clock import wall_ms
+from watcher.daemon.link import RedisLink
 from watcher.feeds.book import MarkBook, SymbolStatus, Tick
 from watcher.feeds.spec import public_url
 
@@ -36,6 +43,9 @@ from watcher.feeds.spec import public_url
 # instance or the input consumer changed the account meanwhile); past this
 # many rounds the rest waits for the next tick, which finds it again.
 MAX_ROUNDS = 20
+# Accounts read and decided per round trip: a cascade is committed, and
+# logged, chunk by chunk, so its first decisions never wait for its last.
+CHUNK = 500
 
 
 @dataclass(slots=True)
@@ -44,6 +54,19 @@ class _Work:
 
     cross: str | None = None
     isolated: dict[str, tuple[list[Decimal], int]] = field(default_factory=dict)
+
+    def done(self, item: tuple[str, str]) -> None:
+        """Forget one decided item: ("C", symbol) or ("I", symbol)."""
+        kind, symbol = item
+        if kind == "C":
+            self.cross = None
+        else:
+            self.isolated.pop(symbol, None)
+
+    def clear(self) -> None:
+        """Forget everything: the account is set aside."""
+        self.cross = None
+        self.isolated.clear()
 
 
 class Engine:
@@ -55,13 +78,21 @@ class Engine:
         rules: Rules,
         book: MarkBook,
         *,
+        link: RedisLink | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = wall_ms,
         idle_check: float = 0.25,
+        chunk: int = CHUNK,
     ) -> None:
         self.store = store
         self.rules = rules
         self.book = book
+        self.link = link if link is not None else RedisLink()
+        self.chunk = chunk
+        # Set while Redis has lost its data and nobody acknowledged it: decide nothing.
+        self.held = False
+        self._outages_seen = self.link.outages
+        self._reconcile = False
         self.clock = clock
         self.wall_ms = wall_ms
         self.idle_check = idle_check
@@ -84,15 +115,25 @@ class Engine:
         self._nudged.update(accounts)
         self.book.poke()
 
+    def reconcile(self) -> None:
+        """Query every symbol with a fresh mark in full on the next pass, as at a start."""
+        self._reconcile = True
+        self.book.poke()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Process ticks until ``stop`` is set; the batch in flight is always finished."""
         while not stop.is_set():
             await self.check_staleness()
-            try:
-                async with asyncio.timeout(self._next_wait()):
-                    await self.book.wait()
-            except TimeoutError:
-                continue
+            if self.link.outages != self._outages_seen:
+                # Marks moved while Redis was away: look at everything again.
+                self._outages_seen = self.link.outages
+                self._reconcile = True
+            if not self._reconcile:
+                try:
+                    async with asyncio.timeout(self._next_wait()):
+                        await self.book.wait()
+                except TimeoutError:
+                    continue
             await self.process(self.book.take(self.clock()))
 
     def _next_wait(self) -> float:
@@ -116,7 +157,8 @@ class Engine:
                 continue
             self._log.warning("feed.stale", symbol=symbol, last_tick_age_s=self._age(symbol))
             self.counters["stale_transitions"] += 1
-            await self.store.set_mark_status(symbol, SymbolStatus.STALE.value)
+            stale = SymbolStatus.STALE.value
+            await self.link.call("mark", partial(self.store.set_mark_status, symbol, stale))
 
     def _age(self, symbol: str) -> float | None:
         last = self.book.last_recv(symbol)
@@ -125,6 +167,10 @@ class Engine:
     async def process(self, live: dict[str, Tick]) -> None:
         """Decide everything the given ticks (fresh, from the book) and nudged accounts call for."""
         now = self.clock()
+        if self._reconcile:
+            self._reconcile = False
+            live = {**self._fresh_ticks(now), **live}
+            self.counters["reconciles"] += 1
         for symbol, tick in live.items():
             self.marks[symbol] = tick.mark
             if tick.revived:
@@ -133,10 +179,23 @@ class Engine:
             self.generation += 1
         work = await self._candidates(live, now)
         nudged, self._nudged = self._nudged, set()
-        if work or nudged:
+        if self.held:
+            # Redis lost its data: whatever the index says now is not the book.
+            if work or nudged:
+                self.counters["decisions_held"] += len(work) + len(nudged)
+        elif work or nudged:
             await self._decide(work, nudged)
         for symbol, tick in live.items():
             self.processed[symbol] = tick.mark.venue_ts
+
+    def _fresh_ticks(self, now: float) -> dict[str, Tick]:
+        """A tick at its latest mark for every symbol whose latest mark is fresh."""
+        ticks = {}
+        for symbol in self.book.symbols:
+            mark = self.book.latest(symbol)
+            if mark is not None and self.book.is_fresh(mark, now):
+                ticks[symbol] = Tick(mark, mark.price, mark.price)
+        return ticks
 
     async def _candidates(self, live: dict[str, Tick], now: float) -> dict[str, _Work]:
         if not live:
@@ -154,7 +213,7 @@ class Engine:
             )
             for s, t in live.items()
         ]
-        hits = await self.store.record_and_query(rows)
+        hits = await self.link.call("tick", lambda: self.store.record_and_query(rows))
         self.counters["ticks"] += len(live)
         work: dict[str, _Work] = {}
         for row, (down, up) in zip(rows, hits, strict=True):
@@ -181,44 +240,83 @@ class Engine:
         for _ in range(MAX_ROUNDS):
             if not pending:
                 return
-            broken: dict[str, StoreError] = {}
-            states = await self.store.load_many(pending, broken)
-            for account, exc in broken.items():
-                # Left in the index: it is looked at again once repaired.
-                self.counters["accounts_unreadable"] += 1
-                self._log.error("account.unreadable", account=account, error=str(exc))
-                del pending[account]
-            planned: list[tuple[str, tuple[str, str], ChangeSet, LiquidationEvent | None]] = []
-            live = self.live_marks()
-            for account, w in list(pending.items()):
-                if account in nudged:
-                    self._add_nudged(w, states[account], live)
-                try:
-                    planned += [(account, *p) for p in self._plan(states[account], w, live)]
-                except (ArithmeticError, MarginError) as exc:
-                    # Data the math cannot take (it passed input validation
-                    # before the bounds were tightened, or was written by
-                    # hand): set aside, loudly, so everyone else is decided.
-                    self.counters["accounts_undecidable"] += 1
-                    self._log.error("account.undecidable", account=account, error=repr(exc))
-                    del pending[account]
+            names = list(pending)
+            for start in range(0, len(names), self.chunk):
+                chunk = {a: pending[a] for a in names[start : start + self.chunk]}
+                await self._decide_chunk(chunk, nudged)
             nudged = set()
-            results = await self.store.commit_many([cs for _, _, cs, _ in planned])
-            for (account, item, _, event), result in zip(planned, results, strict=True):
-                if result.outcome == "CONFLICT":
-                    continue
-                _done(pending[account], item)
-                if result.ok and event is not None:
-                    self.counters[f"liquidations_{event.kind.value.lower()}"] += 1
-                    self._log.warning(
-                        "liquidation.emitted", entry_id=result.entry_id, **event.to_fields()
-                    )
-                elif result.outcome == "NX":
-                    self.counters["claims_already_made"] += 1
             pending = {a: w for a, w in pending.items() if w.cross or w.isolated}
         if pending:
             self.counters["decisions_deferred"] += len(pending)
             self._log.warning("engine.deferred", accounts=len(pending))
+
+    async def _decide_chunk(self, chunk: dict[str, _Work], nudged: set[str]) -> None:
+        """Read, decide and commit one chunk of accounts; log its liquidations as they commit.
+
+        Work left in ``chunk``'s items (a conflict) is redone in the next round.
+        """
+        broken: dict[str, StoreError] = {}
+        states = await self.link.call("read", lambda: self.store.load_many(chunk, broken))
+        for account, exc in broken.items():
+            # Left in the index: it is looked at again once repaired.
+            self.counters["accounts_unreadable"] += 1
+            self._log.error("account.unreadable", account=account, error=str(exc))
+            chunk[account].clear()
+        planned: list[tuple[_Work, tuple[str, str], ChangeSet, LiquidationEvent | None]] = []
+        live = self.live_marks()
+        for account, w in chunk.items():
+            if account in broken:
+                continue
+            if account in nudged:
+                self._add_nudged(w, states[account], live)
+            try:
+                planned += [(w, *p) for p in self._plan(states[account], w, live)]
+            except (ArithmeticError, MarginError) as exc:
+                # Data the math cannot take (it passed input validation
+                # before the bounds were tightened, or was written by
+                # hand): set aside, loudly, so everyone else is decided.
+                self.counters["accounts_undecidable"] += 1
+                self._log.error("account.undecidable", account=account, error=repr(exc))
+                w.clear()
+        if not planned:
+            return
+        attempts = 0
+
+        async def commit() -> list[CommitResult]:
+            nonlocal attempts
+            attempts += 1
+            return await self.store.commit_many([cs for _, _, cs, _ in planned])
+
+        results = await self.link.call("commit", commit)
+        for (w, item, _, event), result in zip(planned, results, strict=True):
+            if result.outcome == "CONFLICT":
+                continue
+            w.done(item)
+            if event is None:
+                continue
+            if result.ok:
+                self.counters[f"liquidations_{event.kind.value.lower()}"] += 1
+                self._log.warning(
+                    "liquidation.emitted", entry_id=result.entry_id, **event.to_fields()
+                )
+            elif result.outcome == "NX" and attempts > 1:
+                # Our first try committed it and its answer was lost with the
+                # connection (another instance making the same decision in
+                # that window would log it too: the events stream is the record).
+                self.counters[f"liquidations_{event.kind.value.lower()}"] += 1
+                self._log.warning(
+                    "liquidation.emitted",
+                    entry_id=result.entry_id,
+                    after_retry=True,
+                    **event.to_fields(),
+                )
+            elif result.outcome == "NX":
+                self.counters["claims_already_made"] += 1
+            elif result.outcome == "ERROR":
+                self.counters["commits_refused"] += 1
+                self._log.error(
+                    "account.commit_refused", account=event.account, error=result.entry_id
+                )
 
     def _add_nudged(self, w: _Work, state: AccountState, live: dict[str, Decimal]) -> None:
         legs = state.cross_legs
@@ -262,11 +360,3 @@ class Engine:
             if event is not None:
                 break
         return out
-
-
-def _done(w: _Work, item: tuple[str, str]) -> None:
-    kind, symbol = item
-    if kind == "C":
-        w.cross = None
-    else:
-        w.isolated.pop(symbol, None)

@@ -216,7 +216,8 @@ class DemoExecutor:
             await pipe.execute()
 
     async def _updates(self, event: LiquidationEvent) -> list[Message]:
-        first = max(event.seq or 0, self._last_seq.get(event.account, 0)) + 1
+        seq = 0 if event.seq is None else int(str(event.seq))
+        first = max(seq, self._last_seq.get(event.account, 0)) + 1
         updates = closing_updates(event, self._penalty, first)
         # Seeded by the event id: handling the same event again re-opens the same way.
         rng = random.Random(event.id)

@@ -43,15 +43,44 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class Offer:
-    """What :meth:`MarkBook.offer` did with a mark: accepted, held, or refused and why."""
+    """What :meth:`MarkBook.offer` did with a mark: accepted, held, or refused and why.
+
+    ``resynced_from``: the mark ended a run of marks refused as older than
+    its source's reference (the venue's clock went back, or a glitched mark
+    had set the reference ahead), so the book forgot that reference to take
+    it; this is the forgotten reference's venue timestamp. The mark then met
+    the jump guard as usual: it may be accepted or held.
+    """
 
     accepted: bool
     held: bool = False
     reason: RejectReason | None = None
+    resynced_from: int | None = None
+
+    @property
+    def resynced(self) -> bool:
+        """Tell whether the book reset the source's clock reference to take this mark."""
+        return self.resynced_from is not None
 
 
 ACCEPTED = Offer(accepted=True)
 HELD = Offer(accepted=False, held=True)
+
+
+class _Streak:
+    """A run of marks from one source refused as older than that source's reference.
+
+    ``start`` is the receive time of its first mark, ``last`` its latest one;
+    ``advanced`` tells whether the source's clock moved forward within the
+    run (a replay of one old tick never does).
+    """
+
+    __slots__ = ("advanced", "last", "start")
+
+    def __init__(self, mark: MarkPrice) -> None:
+        self.start = mark.recv_ts
+        self.last = mark
+        self.advanced = False
 
 
 class _Slot:
@@ -64,6 +93,7 @@ class _Slot:
         "mark",
         "reported",
         "stale_after",
+        "streaks",
     )
 
     def __init__(self, stale_after: float, jump_band: Decimal | None = None) -> None:
@@ -74,6 +104,8 @@ class _Slot:
         # The last accepted venue timestamp per source: each feed's clock
         # orders its own marks only.
         self.last_ts: dict[str, int] = {}
+        # Per source: the marks refused as older than its last_ts, in a row.
+        self.streaks: dict[str, _Streak] = {}
         self.mark: MarkPrice | None = None
         self.low = Decimal(0)
         self.high = Decimal(0)
@@ -89,11 +121,21 @@ class MarkBook:
     """Hold, per configured symbol, the latest accepted mark and its freshness.
 
     Rules for a mark to be accepted: its symbol is configured
-    (else ``unknown_symbol``); its venue timestamp is not older than the last
-    accepted one's (else ``stale_ts``); an equal timestamp is a duplicate
-    (``duplicate_ts``) unless the feed's venue stamps coarsely
-    (``equal_ts_ok``) and the price differs. Refusals are counted by reason in
-    :attr:`rejected` and change nothing else.
+    (else ``unknown_symbol``); its venue timestamp is not later than the
+    caller's ``not_after`` (else ``future_ts``: the book reads no clock, the
+    feed says how far ahead of its wall clock a venue may stamp); it is not
+    older than the last accepted one's from the same source (else
+    ``stale_ts``); an equal timestamp is a duplicate (``duplicate_ts``) unless
+    the feed's venue stamps coarsely (``equal_ts_ok``) and the price differs.
+    Refusals are counted by reason in :attr:`rejected` and change nothing else
+    (a ``stale_ts`` one is also noted towards a resync).
+
+    Clock resync: while one source keeps delivering marks that are refused as
+    ``stale_ts`` for more than half the symbol's ``stale_after`` (receive
+    time), its own clock running forward among them, the venue's clock has
+    gone back (or a glitched mark set the reference ahead): the book forgets
+    that source's reference and takes the mark (:attr:`Offer.resynced_from`).
+    A few replayed ticks, or one old tick sent again and again, never do this.
 
     The book is the one owner of freshness: a mark is fresh while it is at
     most its symbol's ``stale_after`` old (monotonic receive time); a symbol
@@ -117,6 +159,8 @@ class MarkBook:
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
         self.jumps_confirmed = 0
+        # Sources whose clock reference was reset after a run of old marks.
+        self.resyncs = 0
 
     @classmethod
     def from_feeds(cls, feeds: Iterable[FeedSpec]) -> MarkBook:
@@ -137,34 +181,43 @@ class MarkBook:
         """Return the configured symbols."""
         return frozenset(self._slots)
 
-    def _refusal(self, mark: MarkPrice, equal_ts_ok: bool) -> RejectReason | None:
+    def offer(
+        self, mark: MarkPrice, *, equal_ts_ok: bool = False, not_after: int | None = None
+    ) -> Offer:
+        """Take ``mark`` into the book, hold it (jump guard) or refuse it; say which and why.
+
+        ``not_after``: the latest venue timestamp the feed accepts (its wall
+        clock plus its ``max_ahead``); a later one is refused as ``future_ts``
+        and never becomes the source's reference. Refusals are counted by
+        reason in :attr:`rejected`.
+        """
         slot = self._slots.get(mark.symbol)
         if slot is None:
-            return "unknown_symbol"
+            return self._refuse("unknown_symbol")
+        if not_after is not None and mark.venue_ts > not_after:
+            return self._refuse("future_ts")
+        resynced_from: int | None = None
         last_ts = slot.last_ts.get(mark.source)
         if last_ts is not None:
             if mark.venue_ts < last_ts:
-                return "stale_ts"
-            if mark.venue_ts == last_ts:
+                if not self._clock_went_back(slot, mark, equal_ts_ok):
+                    return self._refuse("stale_ts")
+                resynced_from = slot.last_ts.pop(mark.source)
+                self.resyncs += 1
+            elif mark.venue_ts == last_ts:
                 last = slot.mark
                 same_price = last is not None and last.price == mark.price
                 if not equal_ts_ok or same_price:
-                    return "duplicate_ts"
-        return None
-
-    def offer(self, mark: MarkPrice, *, equal_ts_ok: bool = False) -> Offer:
-        """Take ``mark`` into the book, hold it (jump guard) or refuse it; say which and why.
-
-        Refusals are counted by reason in :attr:`rejected`.
-        """
-        reason = self._refusal(mark, equal_ts_ok)
-        if reason is not None:
-            self.rejected[reason] += 1
-            return Offer(accepted=False, reason=reason)
-        slot = self._slots[mark.symbol]
+                    return self._refuse("duplicate_ts")
+        # In order with its source's clock: any run of old marks is over.
+        slot.streaks.pop(mark.source, None)
         band, last = slot.jump_band, slot.mark
         if band is not None and last is not None and not self._confirmed(slot, last, band, mark):
-            return HELD
+            return (
+                HELD
+                if resynced_from is None
+                else Offer(False, held=True, resynced_from=resynced_from)
+            )
         slot.mark = mark
         slot.last_ts[mark.source] = mark.venue_ts
         price = mark.price
@@ -178,7 +231,35 @@ class MarkBook:
             self._dirty.add(mark.symbol)
             self._changed.set()
         self.accepted += 1
-        return ACCEPTED
+        return ACCEPTED if resynced_from is None else Offer(True, resynced_from=resynced_from)
+
+    def _refuse(self, reason: RejectReason) -> Offer:
+        self.rejected[reason] += 1
+        return Offer(accepted=False, reason=reason)
+
+    def _clock_went_back(self, slot: _Slot, mark: MarkPrice, equal_ts_ok: bool) -> bool:
+        """Note ``mark``, older than its source's reference; tell whether to resync now.
+
+        The run of such marks restarts when the source fell quiet for
+        ``stale_after`` (it was not delivering) or went back again (a replay).
+        A resync needs the run to last more than half of ``stale_after``, with
+        the source's clock moving forward within it: a live stream, behind.
+        """
+        streak = slot.streaks.get(mark.source)
+        if (
+            streak is None
+            or mark.recv_ts - streak.last.recv_ts > slot.stale_after
+            or mark.venue_ts < streak.last.venue_ts
+        ):
+            slot.streaks[mark.source] = _Streak(mark)
+            return False
+        previous, streak.last = streak.last, mark
+        if mark.venue_ts > previous.venue_ts or (equal_ts_ok and mark.price != previous.price):
+            streak.advanced = True
+        if streak.advanced and mark.recv_ts - streak.start > slot.stale_after / 2:
+            del slot.streaks[mark.source]
+            return True
+        return False
 
     def _confirmed(self, slot: _Slot, last: MarkPrice, band: Decimal, mark: MarkPrice) -> bool:
         """Apply the jump guard: hold a mark that jumped beyond the band until one confirms it.

@@ -23,11 +23,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake
 
 from state.models import MarkPrice
+from watcher.clock import wall_ms
 from watcher.feeds.backoff import Backoff
 from watcher.feeds.book import MarkBook
 from watcher.feeds.errors import FrameError
 from watcher.feeds.spec import FeedSpec, public_url
-from watcher.feeds.venue import ParseResult, Venue
+from watcher.feeds.venue import ParseResult, Venue, WallClock
 
 Clock = Callable[[], float]
 
@@ -62,6 +63,9 @@ class FeedStats:
     # Marks for symbols this feed was not asked for (Orderly's ``markprices``
     # carries every market): expected, so counted apart from rejections.
     unrouted: int = 0
+    # Clock references reset after a run of marks refused as old
+    # (``feed.clock_skew``), each alerted once.
+    clock_resyncs: int = 0
 
 
 def is_retryable(exc: Exception) -> bool:
@@ -113,6 +117,7 @@ async def run_feed(
     backoff: Backoff,
     max_size: int = 2**20,
     clock: Clock = time.monotonic,
+    wall_clock: WallClock = wall_ms,
     log: FilteringBoundLogger | None = None,
     stats: FeedStats | None = None,
     open_timeout: float = 10.0,
@@ -128,13 +133,14 @@ async def run_feed(
     level pings that detect a dead TCP path; venue-level heartbeats are the
     venue module's business. ``storm_after`` failed connections in a row
     (none delivering for ``backoff.reset_after``) raise one
-    ``feed.reconnect_storm`` alert.
+    ``feed.reconnect_storm`` alert. ``wall_clock`` (Unix ms) is what a
+    mark's venue timestamp may run ahead of by at most ``feed.max_ahead``.
     """
     url = venue.url(feed.url, feed.symbols)
     base_log = log if log is not None else structlog.get_logger()
     log = base_log.bind(feed=venue.name, url=public_url(url))
     stats = stats if stats is not None else FeedStats()
-    session = _Session(feed, venue, book, stats, log, clock, log_interval)
+    session = _Session(feed, venue, book, stats, log, clock, wall_clock, log_interval)
     while True:
         stats.attempts += 1
         stats.state = FeedState.CONNECTING
@@ -193,6 +199,7 @@ class _Session:
         stats: FeedStats,
         log: FilteringBoundLogger,
         clock: Clock,
+        wall_clock: WallClock,
         log_interval: float,
     ) -> None:
         self.feed = feed
@@ -201,6 +208,8 @@ class _Session:
         self.stats = stats
         self.log = log
         self.clock = clock
+        self.wall_clock = wall_clock
+        self.max_ahead_ms = round(feed.max_ahead * 1000)
         self.routes = feed.routes
         self.equal_ts_ok = venue.equal_ts_ok
         # Marks are ordered per connection config: two feeds of one symbol
@@ -306,6 +315,10 @@ class _Session:
 
     def _offer(self, result: ParseResult, recv_ts: float) -> None:
         delivered = False
+        # A venue stamping further ahead of our clock than this glitched.
+        not_after = self.wall_clock() + self.max_ahead_ms
+        # (mark, the reference forgotten to take it) of every resynced symbol.
+        resynced: list[tuple[MarkPrice, int]] = []
         for mark in result.marks:
             symbol = self.routes.get(mark.symbol)
             if symbol is None:
@@ -313,7 +326,9 @@ class _Session:
                 continue
             delivered = True
             mark = MarkPrice(symbol, mark.price, mark.venue_ts, mark.recv_ts, self.source)
-            offer = self.book.offer(mark, equal_ts_ok=self.equal_ts_ok)
+            offer = self.book.offer(mark, equal_ts_ok=self.equal_ts_ok, not_after=not_after)
+            if offer.resynced_from is not None:
+                resynced.append((mark, offer.resynced_from))
             if offer.accepted:
                 self.stats.marks += 1
             elif offer.held:
@@ -327,6 +342,8 @@ class _Session:
                 )
             elif offer.reason is not None:
                 self.price_log.note(offer.reason, mark.symbol)
+        if resynced:
+            self._clock_skew(resynced)
         # A refusal for a market nobody asked for is noise, not an alarm.
         wanted = [r for r in result.rejects if r.symbol is None or r.symbol in self.routes]
         self.book.note_rejects(wanted)
@@ -338,3 +355,21 @@ class _Session:
                 self.stats.state = FeedState.LIVE
                 self.log.info("feed.live")
             self.last_mark = recv_ts
+
+    def _clock_skew(self, resynced: list[tuple[MarkPrice, int]]) -> None:
+        """Alert that the book reset this feed's clock reference to take these marks.
+
+        One line per frame, naming its first symbol: a venue whose clock went
+        back does so for every symbol of a frame at once.
+        """
+        self.stats.clock_resyncs += len(resynced)
+        mark, reference_ts = resynced[0]
+        self.log.warning(
+            "feed.clock_skew",
+            symbol=mark.symbol,
+            symbols=len(resynced),
+            source=public_url(self.source),
+            venue_ts=mark.venue_ts,
+            reference_ts=reference_ts,
+            behind_ms=reference_ts - mark.venue_ts,
+        )

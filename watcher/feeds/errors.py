@@ -37,6 +37,8 @@ RejectReason = Literal[
     "bad_ts",
     # a delta of a venue that sends snapshot + deltas, before this connection's snapshot
     "no_snapshot",
+    # stamped further ahead of our wall clock than the feed's max_ahead
+    "future_ts",
     # the mark book
     "unknown_symbol",
     "stale_ts",

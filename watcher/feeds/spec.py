@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -9,6 +10,12 @@ from types import MappingProxyType
 # A mark more than 25% away from the last accepted one waits for the next
 # mark to confirm it.
 DEFAULT_JUMP_BAND = 0.25
+# A fresh symbol without a new mark for this long turns STALE.
+DEFAULT_STALE_AFTER = 5.0
+# A mark stamped more than this many seconds ahead of our wall clock is
+# refused (future_ts): one glitched timestamp must not become the reference
+# that every correct mark after it is compared with.
+DEFAULT_MAX_AHEAD = 60.0
 
 
 def public_url(url: str) -> str:
@@ -33,7 +40,9 @@ class FeedSpec:
     socket that still answers pings); by default three ``stale_after``, at
     least 10 s. ``jump_band`` holds a mark that moved more than that fraction
     from the last accepted one until the next confirms it; None turns the
-    guard off. A FeedSpec built in code has the defaults of a config file.
+    guard off. ``max_ahead`` is how far, in seconds, a mark's venue timestamp
+    may run ahead of our wall clock before it is refused as ``future_ts``.
+    A FeedSpec built in code has the defaults of a config file.
     """
 
     venue: str
@@ -43,6 +52,7 @@ class FeedSpec:
     symbol_map: Mapping[str, str] = field(default_factory=dict)
     silence_timeout: float | None = None
     jump_band: float | None = DEFAULT_JUMP_BAND
+    max_ahead: float = DEFAULT_MAX_AHEAD
     # venue symbol -> position symbol, for every subscribed symbol: one dict
     # lookup per mark on the hot path.
     routes: Mapping[str, str] = field(init=False, repr=False, compare=False)
@@ -54,6 +64,8 @@ class FeedSpec:
             raise ValueError(f"stale_after must be > 0, got {self.stale_after}")
         if self.jump_band is not None and not 0 < self.jump_band < 1:
             raise ValueError(f"jump_band must be in (0, 1), got {self.jump_band}")
+        if not (self.max_ahead > 0 and math.isfinite(self.max_ahead)):
+            raise ValueError(f"max_ahead must be a finite number > 0, got {self.max_ahead}")
         if self.silence_timeout is None:
             object.__setattr__(self, "silence_timeout", default_silence_timeout(self.stale_after))
         elif not self.silence_timeout > 0:

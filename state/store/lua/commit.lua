@@ -10,9 +10,16 @@
 --            (and the entries are acknowledged: a replayed input is a no-op).
 --   lease    [key, owner]: the input lease must still be ours (fencing a
 --            paused instance whose lease lapsed and was taken over): LEASE.
---   nx       [key, ttl]: the liquidation id must not exist yet: NX. Written
---            with the event's entry id, in this same script as the XADD, so a
---            retried or repeated claim can never emit twice.
+--   pending  [key, group, id]: that input entry must still be pending in the
+--            group; a commit retried after its answer was lost finds it
+--            acknowledged by its first run: DONE, nothing written twice (a
+--            dead letter has no other guard).
+--   nx       [key, ttl]: the liquidation id must not exist yet: NX, with the
+--            entry id of the event that made it. Written with the event's
+--            entry id, in this same script as the XADD, so a retried or
+--            repeated claim can never emit twice. Checked before the version:
+--            the id names the version it was decided at, so a claim that
+--            exists is this decision, made (its answer perhaps lost).
 --   ops      the writes, in order: ["hset", k, field, value], ["hdel", k, field],
 --            ["zadd", k, score, member], ["zrem", k, member].
 --   xadd     [key, [field, value, ...]]: the event (or dead letter) to append.
@@ -40,6 +47,12 @@ if spec.lease then
     return {'LEASE', ''}
   end
 end
+if spec.pending then
+  local p = spec.pending
+  if #redis.call('XPENDING', KEYS[p[1]], p[2], p[3], p[3], 1) == 0 then
+    return {'DONE', ''}
+  end
+end
 
 local version = redis.call('HGET', acct, 'version') or '0'
 if spec.seq then
@@ -49,11 +62,14 @@ if spec.seq then
     return {'DUP', version}
   end
 end
+if spec.nx then
+  local made = redis.call('GET', KEYS[spec.nx[1]])
+  if made then
+    return {'NX', version, made}
+  end
+end
 if spec.version and spec.version ~= version then
   return {'CONFLICT', version}
-end
-if spec.nx and redis.call('EXISTS', KEYS[spec.nx[1]]) == 1 then
-  return {'NX', version}
 end
 
 for _, op in ipairs(spec.ops or {}) do

@@ -10,6 +10,7 @@ import pytest
 
 from state.events import LiquidationEvent
 from state.keys import Keys
+from state.models import Seq
 from watcher.demo.executor import DemoExecutor, remaining_balance
 
 KEYS = Keys("t")
@@ -252,7 +253,7 @@ async def test_run_until_stopped(redis_client) -> None:
 def test_parse_and_remaining_balance() -> None:
     parsed = LiquidationEvent.from_fields({k.encode(): v.encode() for k, v in CROSS_EVENT.items()})
     assert parsed.account == "A1"
-    assert parsed.seq == 7
+    assert parsed.seq == Seq.of(7)
     assert [leg.qty for leg in parsed.positions] == [Decimal("1.5"), Decimal("-0.1")]
     assert remaining_balance(parsed, Decimal("0.5")) == Decimal("0.45")
     assert remaining_balance(parsed, Decimal(1)) == 0

@@ -204,3 +204,112 @@ def test_is_fresh_is_the_one_definition_of_live() -> None:
     assert not book.is_fresh(m, 15.001)
     assert book.status(ETH, 15.001) is STALE
     assert not book.is_fresh(mark("1", 1, symbol="PERP_DOGE_USDC"), 0.0)
+
+
+HOUR_MS = 3_600_000
+
+
+def test_a_mark_stamped_past_not_after_is_refused_and_never_the_reference() -> None:
+    book = MarkBook({ETH: 5.0})
+    # The first mark of a symbol too: no reference yet, still refused.
+    assert book.offer(mark("2300", 70_000), not_after=60_000) == Offer(False, reason="future_ts")
+    assert book.latest(ETH) is None
+    assert book.offer(mark("2300", 1_000), not_after=60_000) == ACCEPTED
+    glitch = mark("2301", 1_000 + 24 * HOUR_MS, recv=1.0)
+    assert book.offer(glitch, not_after=61_000) == Offer(False, reason="future_ts")
+    assert book.latest(ETH) == mark("2300", 1_000)
+    # The correct marks after it are ordered against the last accepted one, not the glitch.
+    assert book.offer(mark("2302", 2_000, recv=1.0), not_after=62_000) == ACCEPTED
+    # Exactly at the bound is not ahead of it.
+    assert book.offer(mark("2303", 63_000, recv=2.0), not_after=63_000) == ACCEPTED
+    assert book.rejected == {"future_ts": 2}
+    assert book.resyncs == 0
+    # Without a bound (a caller that reads no clock), nothing is "future".
+    assert book.offer(mark("2304", 24 * HOUR_MS, recv=3.0)) == ACCEPTED
+
+
+def old_marks(book: MarkBook, start_ts: int, start_recv: float, count: int) -> list[Offer]:
+    """Offer ``count`` marks of a venue clock running behind: 1 s of venue time per 0.5 s."""
+    return [
+        book.offer(mark(f"{2300 + i}", start_ts + i * 1000, recv=start_recv + i * 0.5))
+        for i in range(count)
+    ]
+
+
+def test_a_run_of_old_marks_resyncs_after_half_stale_after_not_before() -> None:
+    book = MarkBook({ETH: 5.0})
+    reference = 10 * HOUR_MS
+    assert book.offer(mark("2300", reference, recv=0.0)).accepted
+    # The venue's clock goes back an hour and stays there; marks keep coming.
+    behind = reference - HOUR_MS
+    offers = old_marks(book, behind, 1.0, 7)
+    # recv 1.0 .. 3.5: at most stale_after / 2 (2.5 s) into the run, still refused ...
+    assert offers[:6] == [Offer(False, reason="stale_ts")] * 6
+    # ... recv 4.0, past it: the reference is forgotten and the mark taken.
+    assert offers[6] == Offer(True, resynced_from=reference)
+    assert offers[6].resynced
+    assert book.latest(ETH) == mark("2306", behind + 6000, recv=4.0)
+    # Taken within stale_after of the last good mark: the symbol never went STALE.
+    assert book.status(ETH, 4.0) is LIVE
+    # From now on the venue's new clock is the reference, as usual.
+    assert book.offer(mark("2307", behind + 7000, recv=4.5)) == ACCEPTED
+    assert book.offer(mark("2300", behind + 5000, recv=4.6)) == Offer(False, reason="stale_ts")
+    assert book.rejected == {"stale_ts": 7}
+    assert book.resyncs == 1
+
+
+def test_a_resynced_mark_still_meets_the_jump_guard() -> None:
+    book = MarkBook({ETH: 2.0}, jump_band={ETH: 0.25})
+    assert book.offer(mark("2000", 10 * HOUR_MS, recv=0.0)).accepted
+    behind = 9 * HOUR_MS
+    for i, recv in enumerate((0.5, 1.0, 1.5)):
+        assert not book.offer(mark("2000", behind + i, recv=recv)).accepted
+    # Past half of stale_after (1 s): resynced, but 50% away from the last mark: held.
+    offer = book.offer(mark("3000", behind + 3, recv=1.6))
+    assert offer == Offer(False, held=True, resynced_from=10 * HOUR_MS)
+    assert book.latest(ETH) == mark("2000", 10 * HOUR_MS)
+    # The next mark confirms it, ordered against nothing older than the new clock.
+    assert book.offer(mark("3001", behind + 4, recv=1.7)) == ACCEPTED
+    assert book.rejected == {"stale_ts": 3, "jump_held": 1}
+
+
+def test_replayed_ticks_are_dropped_and_never_resync() -> None:
+    book = MarkBook({ETH: 5.0})
+    assert book.offer(mark("2300", 50_000, recv=0.0)).accepted
+    # A reconnect: the venue replays a few older ticks, then goes on.
+    for ts in (47_000, 48_000, 49_000, 50_000):
+        assert not book.offer(mark("2299", ts, recv=0.1)).accepted
+    assert book.offer(mark("2301", 51_000, recv=0.2)).accepted
+    # One old tick sent again and again for longer than stale_after / 2: the
+    # venue's clock does not move, so it is a replay, not a clock gone back.
+    for i in range(20):
+        assert not book.offer(mark("2299", 49_000, recv=1.0 + i * 0.5)).accepted
+    # Single old ticks further apart than stale_after: the source was not delivering.
+    for i in range(5):
+        assert not book.offer(mark("2299", 49_100 + i, recv=20.0 + i * 6)).accepted
+    # A run of old ticks broken by a good mark starts again from nothing.
+    offers = old_marks(book, 40_000, 50.0, 5)  # recv 50.0 .. 52.0
+    assert book.offer(mark("2302", 52_000, recv=52.1)).accepted
+    offers += old_marks(book, 45_000, 52.2, 5)  # recv 52.2 .. 54.2
+    assert not any(o.accepted or o.resynced for o in offers)
+    assert book.resyncs == 0
+    assert book.latest(ETH) == mark("2302", 52_000, recv=52.1)
+
+
+def test_a_resync_is_per_source() -> None:
+    sym = "PERP_BTC_USDC"
+    book = MarkBook({sym: 5.0})
+    assert book.offer(MarkPrice(sym, Decimal("100"), 10 * HOUR_MS, 0.0, "a")).accepted
+    assert book.offer(MarkPrice(sym, Decimal("100"), 20 * HOUR_MS, 0.0, "b")).accepted
+    resynced = []
+    for i in range(4):
+        offer = book.offer(MarkPrice(sym, Decimal(100 + i), 9 * HOUR_MS + i * 1000, 1.0 + i, "a"))
+        resynced.append(offer.resynced)
+        # Source b's marks in between, in order with its own clock, leave a's run alone.
+        b = MarkPrice(sym, Decimal(200 + i), 20 * HOUR_MS + i + 1, 1.1 + i, "b")
+        assert book.offer(b).accepted
+    assert resynced == [False, False, False, True]
+    assert book.offer(MarkPrice(sym, Decimal("201"), 19 * HOUR_MS, 4.5, "b")) == Offer(
+        False, reason="stale_ts"
+    )
+    assert book.resyncs == 1

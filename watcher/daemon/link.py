@@ -1,0 +1,154 @@
+"""The daemon's link to Redis: every round trip bounded in time and retried while Redis is away.
+
+A Redis that is down, restarting, loading its AOF, failing over or frozen
+is a fault the daemon rides out (docs/design.md, "Process model"): the
+first failed or timed-out round trip of an outage turns the link DEGRADED
+and logs one ``redis.unreachable`` (connection refused, reset, lost) or
+``redis.degraded`` (no answer within ``timeout``: frozen or overloaded)
+error event; the call is retried with capped exponential backoff until it
+goes through, then ``redis.recovered`` says how long it lasted. A retried
+round trip is always safe here: reads are reads, and every write is a
+guarded commit (version, seq, lease, ``SET NX`` on the liquidation id, the
+input entry still pending) that a second run refuses.
+
+While DEGRADED the rest of the daemon keeps going where it can: feeds keep
+conflating the latest mark per symbol (bounded by the number of symbols);
+the engine and the input consumer wait on their call. After an outage the
+engine reconciles like a start (:attr:`RedisLink.outages` tells it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import TypeVar
+
+import structlog
+from redis.exceptions import BusyLoadingError, ReadOnlyError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+T = TypeVar("T")
+
+# Failures that heal by themselves: the connection (refused, reset, closed,
+# auth lost with a restart), a reply that never came, a server still loading
+# its data or demoted to replica during a failover.
+TRANSIENT = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    TimeoutError,
+    BusyLoadingError,
+    ReadOnlyError,
+    TryAgainError,
+)
+
+
+class LinkState(StrEnum):
+    """Whether Redis answers: OK, or DEGRADED while calls fail or time out."""
+
+    OK = "OK"
+    DEGRADED = "DEGRADED"
+
+
+class LinkClosed(Exception):
+    """The daemon is stopping while Redis does not answer: give the call up."""
+
+
+class RedisLink:
+    """Run Redis round trips with a timeout; retry transient failures until they pass."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 2.0,
+        backoff_base: float = 0.05,
+        backoff_cap: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.timeout = timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.clock = clock
+        self.state = LinkState.OK
+        # How many outages ended: the engine reconciles when this moves.
+        self.outages = 0
+        self.failures = 0
+        self.down_since: float | None = None
+        self.last_error: str | None = None
+        self._closing = asyncio.Event()
+        self._log = structlog.get_logger().bind(component="redis")
+
+    def close(self) -> None:
+        """Make calls that wait on a Redis that does not answer give up (LinkClosed)."""
+        self._closing.set()
+
+    async def call(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Run ``op`` until it succeeds; ``what`` names it in the log."""
+        attempt = 0
+        while True:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    result = await op()
+            except TRANSIENT as exc:
+                self._failed(what, exc)
+                await self._wait(attempt)
+                attempt += 1
+                continue
+            if self.state is LinkState.DEGRADED:
+                self._recovered()
+            return result
+
+    async def once(self, what: str, op: Callable[[], Awaitable[T]]) -> T | None:
+        """Run ``op`` once within the timeout; None (logged) if Redis did not take it."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await op()
+        except TRANSIENT as exc:
+            self._log.warning("redis.call_dropped", call=what, error=_describe(exc))
+            return None
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.failures += 1
+        self.last_error = _describe(exc)
+        if self.state is LinkState.DEGRADED:
+            return
+        self.state = LinkState.DEGRADED
+        self.down_since = self.clock()
+        frozen = isinstance(exc, TimeoutError | RedisTimeoutError)
+        self._log.error(
+            "redis.degraded" if frozen else "redis.unreachable",
+            call=what,
+            error=self.last_error,
+            timeout_s=self.timeout,
+        )
+
+    def _recovered(self) -> None:
+        down = 0.0 if self.down_since is None else self.clock() - self.down_since
+        self.state = LinkState.OK
+        self.down_since = None
+        self.outages += 1
+        self._log.warning("redis.recovered", outage_s=round(down, 3), failures=self.failures)
+        self.failures = 0
+
+    async def _wait(self, attempt: int) -> None:
+        if self._closing.is_set():
+            raise LinkClosed(self.last_error or "closed")
+        delay = min(self.backoff_cap, self.backoff_base * 2**attempt)
+        try:
+            async with asyncio.timeout(delay):
+                await self._closing.wait()
+        except TimeoutError:
+            return
+        raise LinkClosed(self.last_error or "closed")
+
+    def degraded_for(self) -> float:
+        """Seconds since the current outage began (0 while OK)."""
+        return 0.0 if self.down_since is None else self.clock() - self.down_since
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
