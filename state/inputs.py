@@ -71,6 +71,9 @@ def parse_input(raw: bytes | str, markets: Mapping[str, Market]) -> InputMessage
     """
     if len(raw) > MAX_MESSAGE_BYTES:
         raise InputError(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+    if raw[:3] == b"\xef\xbb\xbf" or raw[:1] == "\ufeff":
+        # json.loads would skip it; a producer that sends one sends something else too.
+        raise InputError("not JSON: starts with a byte order mark")
     try:
         # JSON numbers become Decimal exactly (ints too: a seq may have any
         # number of digits, past what int() converts); floats would lose digits.
@@ -155,7 +158,8 @@ def _seq(data: dict[str, Any]) -> Seq:
 
 
 def _clip(value: Any) -> str:
-    text = repr(value)
+    # A JSON number is a Decimal here: show it as it was written.
+    text = str(value) if isinstance(value, Decimal) else repr(value)
     return text if len(text) <= 80 else text[:80] + "..."
 
 

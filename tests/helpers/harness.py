@@ -31,7 +31,7 @@ maintenance = { model = "brackets", brackets = [["0", "0.01"], ["50000", "0.02"]
 """
 
 
-def settings_for(
+def config_text(
     redis_url: str,
     feed_url: str,
     symbols: list[str],
@@ -41,8 +41,9 @@ def settings_for(
     extra: str = "",
     instance: str = "test",
     jump_band: float = 0,
-) -> Settings:
-    text = f"""
+) -> str:
+    """A config for one Orderly feed and the test markets, with test timings."""
+    return f"""
 [redis]
 url = "{redis_url}"
 prefix = "liq"
@@ -61,7 +62,11 @@ backoff_cap = 0.2
 {extra}
 {markets}
 """
-    return parse_settings(text, {})
+
+
+def settings_for(redis_url: str, feed_url: str, symbols: list[str], **options: Any) -> Settings:
+    """The settings of :func:`config_text`."""
+    return parse_settings(config_text(redis_url, feed_url, symbols, **options), {})
 
 
 class Harness:

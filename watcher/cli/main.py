@@ -18,6 +18,7 @@ from typing import NoReturn
 
 import structlog
 
+from watcher.cli.ack import ack_command
 from watcher.cli.context import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     config(load)
     load.add_argument("input", metavar="INPUT.jsonl", help="one update per line; - for stdin")
     load.add_argument("--batch", type=positive_int, default=1000, help=argparse.SUPPRESS)
+    ack = commands.add_parser(
+        "ack-data-loss", help="after Redis lost its data and the book is reloaded: resume"
+    )
+    config(ack)
     health = commands.add_parser("health", help="exit 0 if the daemon's heartbeat is fresh")
     config(health)
     health.add_argument(
@@ -117,6 +122,8 @@ def _run(args: argparse.Namespace) -> int:
             # supervisor restarts us.
             structlog.get_logger().exception("daemon.crashed")
             reason = scrub(f"fatal: {_innermost(exc)!r}", settings)
+        else:
+            structlog.get_logger().error("daemon.failed", reason=reason)
         raise Failed(reason) from None
     return 0
 
@@ -147,4 +154,5 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "inspect": inspect_command,
     "health": health_command,
     "trim": trim_command,
+    "ack-data-loss": ack_command,
 }

@@ -49,7 +49,9 @@ class Daemon:
         )
         self.book = MarkBook.from_feeds(settings.feeds)
         self.link = RedisLink(
-            timeout=settings.redis_timeout, backoff_cap=settings.redis_backoff_cap
+            timeout=settings.redis_timeout,
+            backoff_cap=settings.redis_backoff_cap,
+            drop_idle=lambda: redis.connection_pool.disconnect(inuse_connections=False),
         )
         self.engine = Engine(self.store, self.rules, self.book, link=self.link)
         self.consumer = InputConsumer(
@@ -173,7 +175,12 @@ class Daemon:
             "live": sorted(live),
             "stale": sorted(self.book.symbols - live.keys()),
             "feeds": [
-                {"venue": f.venue, "state": st.state.value, "attempts": st.attempts}
+                {
+                    "venue": f.venue,
+                    "state": st.state.value,
+                    "attempts": st.attempts,
+                    "clock_resyncs": st.clock_resyncs,
+                }
                 for f, st in zip(s.feeds, self.feed_stats, strict=True)
             ],
             "rejected": dict(self.book.rejected),

@@ -107,7 +107,11 @@ class Auditor:
         broken: dict[str, StoreError] = {}
         states = await self.link.call("audit.read", lambda: self.store.load_many(names, broken))
         slots = [slot for state in states.values() for slot in slots_of(state)]
-        scores = await self.link.call("audit.index", lambda: self.store.index_scores(slots))
+        scores = (
+            await self.link.call("audit.index", lambda: self.store.index_scores(slots))
+            if slots
+            else {}
+        )
         marks = self.live_marks()
         repairs: list[ChangeSet] = []
         missed: list[str] = []

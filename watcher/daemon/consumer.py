@@ -251,8 +251,12 @@ class InputConsumer:
                 continue
             by_account.setdefault(msg.account, []).append((entry, msg))
         broken: dict[str, StoreError] = {}
-        states = await self.link.call(
-            "input.read_accounts", lambda: self.store.load_many(by_account, broken)
+        states = (
+            await self.link.call(
+                "input.read_accounts", lambda: self.store.load_many(by_account, broken)
+            )
+            if by_account
+            else {}
         )
         generation = self.generation()
         marks = self.live_marks()
@@ -332,6 +336,9 @@ class InputConsumer:
         return commits
 
     async def _commit(self, commits: Sequence[_Commit]) -> list[CommitResult]:
+        # Never a call without a round trip: the link takes any answer as Redis being back.
+        if not commits:
+            return []
         return await self.link.call(
             "input.commit", lambda: self.store.commit_many([c.change for c in commits])
         )

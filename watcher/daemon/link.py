@@ -67,8 +67,12 @@ class RedisLink:
         backoff_base: float = 0.05,
         backoff_cap: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        drop_idle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.timeout = timeout
+        # Closes the client's idle connections: after a restart of Redis each
+        # one is dead, and would fail the next call that took it.
+        self.drop_idle = drop_idle
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.clock = clock
@@ -77,6 +81,7 @@ class RedisLink:
         self.outages = 0
         self.failures = 0
         self.down_since: float | None = None
+        self.recovered_at = float("-inf")
         self.last_error: str | None = None
         self._closing = asyncio.Event()
         self._log = structlog.get_logger().bind(component="redis")
@@ -86,19 +91,26 @@ class RedisLink:
         self._closing.set()
 
     async def call(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        """Run ``op`` until it succeeds; ``what`` names it in the log."""
+        """Run ``op`` until it succeeds; ``what`` names it in the log.
+
+        ``op`` must make a round trip: its success is how the link learns that
+        Redis answers again.
+        """
         attempt = 0
         while True:
+            started = self.clock()
             try:
                 async with asyncio.timeout(self.timeout):
                     result = await op()
             except TRANSIENT as exc:
-                self._failed(what, exc)
+                if self._failed(what, exc, started):
+                    await self._drop_idle()
                 await self._wait(attempt)
                 attempt += 1
                 continue
             if self.state is LinkState.DEGRADED:
                 self._recovered()
+                await self._drop_idle()
             return result
 
     async def once(self, what: str, op: Callable[[], Awaitable[T]]) -> T | None:
@@ -107,14 +119,21 @@ class RedisLink:
             async with asyncio.timeout(self.timeout):
                 return await op()
         except TRANSIENT as exc:
-            self._log.warning("redis.call_dropped", call=what, error=_describe(exc))
+            self._log.warning("redis.call_dropped", call=what, error=_describe(exc, self.timeout))
             return None
 
-    def _failed(self, what: str, exc: BaseException) -> None:
+    async def _drop_idle(self) -> None:
+        if self.drop_idle is not None:
+            await self.drop_idle()
+
+    def _failed(self, what: str, exc: BaseException, started: float) -> bool:
+        """Count a failure; say whether it begins an outage."""
         self.failures += 1
-        self.last_error = _describe(exc)
-        if self.state is LinkState.DEGRADED:
-            return
+        self.last_error = _describe(exc, self.timeout)
+        if self.state is LinkState.DEGRADED or started < self.recovered_at:
+            # Already said; or a try begun before Redis came back, failing late:
+            # the outage it belongs to is over.
+            return False
         self.state = LinkState.DEGRADED
         self.down_since = self.clock()
         frozen = isinstance(exc, TimeoutError | RedisTimeoutError)
@@ -124,11 +143,13 @@ class RedisLink:
             error=self.last_error,
             timeout_s=self.timeout,
         )
+        return True
 
     def _recovered(self) -> None:
         down = 0.0 if self.down_since is None else self.clock() - self.down_since
         self.state = LinkState.OK
         self.down_since = None
+        self.recovered_at = self.clock()
         self.outages += 1
         self._log.warning("redis.recovered", outage_s=round(down, 3), failures=self.failures)
         self.failures = 0
@@ -149,6 +170,8 @@ class RedisLink:
         return 0.0 if self.down_since is None else self.clock() - self.down_since
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return f"no answer within {timeout:g} s"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:300]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -89,6 +90,26 @@ class RedisServer:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP the server: connections stay open and nothing answers (a frozen Redis)."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+
+    def wipe(self) -> None:
+        """Delete the stopped server's data files: its next start is an empty Redis."""
+        if self._proc is not None and self._proc.poll() is None:
+            raise RedisServerError("stop the server before wiping its data")
+        for path in self._dir.iterdir():
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
     def stop(self) -> None:
         """Terminate the server and wait for it to exit."""

@@ -1,0 +1,36 @@
+"""``liqwatch ack-data-loss``: after Redis lost its data and the book is reloaded, resume.
+
+Run it once the book is back in Redis (``liqwatch load`` of the full state,
+applied by the daemon): every daemon holding its decisions adopts the
+acknowledged generation on its next heartbeat and reconciles as at a start.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from state.store.generation import Generation, GenerationStore
+from watcher.cli.context import settings_from, with_redis
+from watcher.clock import wall_ms
+
+
+def ack_text(before: Generation | None, after: Generation) -> str:
+    """Describe what was acknowledged."""
+    if before is None:
+        return f"no generation marker in Redis: generation {after.id} created, acknowledged"
+    if before.acknowledged:
+        return f"generation {before.id} was not marked lost: nothing to acknowledge"
+    return (
+        f"acknowledged: generation {before.lost} was lost (noticed at {before.created_ms});"
+        f" the daemons resume on generation {after.id}"
+    )
+
+
+def ack_command(args: argparse.Namespace) -> int:
+    """Acknowledge a data loss the daemons reported; print what was acknowledged."""
+    settings = settings_from(args.config)
+    before, after = with_redis(
+        settings, lambda r: GenerationStore(r, settings.keys).acknowledge(wall_ms())
+    )
+    print(ack_text(before, after))
+    return 0
