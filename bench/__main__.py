@@ -24,6 +24,7 @@ from bench import book as bookgen
 from bench import report, suite
 from bench.rig import Shard, machine, quiet_logs, spread
 from state.store.client import open_client
+from watcher.daemon.app import tune_gc
 from watcher.demo.redis_server import RedisServer
 
 HERE = Path(__file__).resolve().parent
@@ -96,8 +97,8 @@ async def run(config: Config, *, log: Any = _log, freeze_gc: bool = True) -> dic
             gc.enable()
         log(f"book of {n:,} positions generated in {time.perf_counter() - t0:.1f} s")
     if freeze_gc:
-        gc.collect()
-        gc.freeze()
+        # As the daemon's process does (its own objects out of the collector's sight).
+        tune_gc()
     results["books"] = {str(n): b.summary() for n, b in books.items()}
     with RedisServer() as server:
         redis = open_client(server.url)

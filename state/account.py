@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -85,17 +85,26 @@ class AccountState:
         cls, account: str, fields: Mapping[bytes, bytes], positions: Mapping[bytes, bytes]
     ) -> AccountState:
         """Rebuild an account from its two hashes; StoreError if they are unreadable."""
+        flat_fields = [x for pair in fields.items() for x in pair]
+        flat_positions = [x for pair in positions.items() for x in pair]
+        return cls.from_flat(account, flat_fields, flat_positions)
+
+    @classmethod
+    def from_flat(
+        cls, account: str, fields: Sequence[bytes], positions: Sequence[bytes]
+    ) -> AccountState:
+        """Rebuild an account from its two hashes as HGETALL's flat arrays; StoreError if bad."""
         try:
-            f = {k.decode(): v.decode() for k, v in fields.items()}
+            f = {fields[i].decode(): fields[i + 1].decode() for i in range(0, len(fields), 2)}
             leverage: dict[PositionKey, Decimal] = {}
             for name, value in f.items():
                 if name.startswith("lev|"):
                     mode, _, symbol = name[4:].partition("|")
                     leverage[(MarginMode(mode), symbol)] = Decimal(value)
             stored: dict[PositionKey, StoredPosition] = {}
-            for raw_name, raw in positions.items():
-                mode, symbol = split_position_field(raw_name.decode())
-                stored[(mode, symbol)] = _position(account, mode, symbol, raw)
+            for i in range(0, len(positions), 2):
+                mode, symbol = split_position_field(positions[i].decode())
+                stored[(mode, symbol)] = _position(account, mode, symbol, positions[i + 1])
             seq = f.get("seq")
             return cls(
                 account=account,
@@ -110,17 +119,22 @@ class AccountState:
             raise StoreError(f"account {account!r} is unreadable in Redis: {exc}") from exc
 
 
+_STATUS = {s.value: s for s in Status}
+
+
 def _position(account: str, mode: MarginMode, symbol: str, raw: bytes) -> StoredPosition:
+    # The hot path of reading a cascade's candidates: the checks Position's
+    # constructor makes, inline, on what the store wrote.
     d = orjson.loads(raw)
-    margin = d.get("margin")
-    leverage = d.get("leverage")
-    position = Position(
-        account=account,
-        symbol=symbol,
-        margin_mode=mode,
-        qty=Decimal(d["qty"]),
-        entry_price=Decimal(d["entry_price"]),
-        margin=Decimal(margin) if margin is not None else None,
-        leverage=Decimal(leverage) if leverage is not None else None,
-    )
-    return StoredPosition(position, Status(d.get("status", "OPEN")), d.get("liq_id"))
+    qty, entry = Decimal(d["qty"]), Decimal(d["entry_price"])
+    margin, leverage = d.get("margin"), d.get("leverage")
+    m = None if margin is None else Decimal(margin)
+    lev = None if leverage is None else Decimal(leverage)
+    if not (qty.is_finite() and entry.is_finite() and entry > 0):
+        raise MarginError(f"{symbol}: qty {qty} and entry_price {entry} must be finite, entry > 0")
+    if (m is None) is (mode is MarginMode.ISOLATED) or (m is not None and not m >= 0):
+        raise MarginError(f"{symbol}: margin {m} does not fit a {mode.value} position")
+    if lev is not None and not (lev.is_finite() and lev > 0):
+        raise MarginError(f"{symbol}: leverage must be > 0, got {lev}")
+    position = Position.trusted(account, symbol, mode, qty, entry, m, lev)
+    return StoredPosition(position, _STATUS[d.get("status", "OPEN")], d.get("liq_id"))

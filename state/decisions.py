@@ -209,7 +209,9 @@ def decide_cross(
         positions=tuple(EventLeg.of(leg, used[leg.symbol]) for leg in legs),
         mark_price=used[symbol],
         marks=used,
-        liq_price=margin.cross_leg_liq_price(state.balance, legs, rules.models, used, symbol),
+        liq_price=margin.cross_leg_liq_price(
+            state.balance, legs, rules.models, used, symbol, priced=priced
+        ),
         equity=verdict.equity,
         maintenance_margin=verdict.maintenance,
         mark_ts=mark_ts,

@@ -27,7 +27,7 @@ outside a shard is the process heartbeat, ``<prefix>:health`` (README, "Operator
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from state.models import MarginMode
@@ -82,11 +82,11 @@ class Keys:
 
     prefix: str = "liq"
     shard: int = 0
+    # The common start of every key of this shard (made once: every key name uses it).
+    base: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def base(self) -> str:
-        """The common start of every key of this shard."""
-        return f"{self.prefix}:{{{self.shard}}}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base", f"{self.prefix}:{{{self.shard}}}")
 
     def account(self, account: str) -> str:
         """Hash of one account: balance, seq, version, status, leverage settings."""

@@ -384,9 +384,14 @@ def cross_leg_liq_price(
     models: Mapping[str, MaintenanceModel],
     marks: Mapping[str, Decimal],
     symbol: str,
+    *,
+    priced: CrossState | None = None,
 ) -> Decimal | None:
-    """Return the price of ``symbol``'s leg at which H = 0, every other leg at its mark."""
-    state = evaluate_cross(balance, legs, models, marks)
+    """Return the price of ``symbol``'s leg at which H = 0, every other leg at its mark.
+
+    ``priced``: the account already evaluated at ``marks``, if the caller has it.
+    """
+    state = priced if priced is not None else evaluate_cross(balance, legs, models, marks)
     for leg in legs:
         if leg.symbol == symbol:
             model, p = _leg_inputs(leg, models, marks)

@@ -216,6 +216,31 @@ class Position:
         if self.leverage is not None:
             check_positive("leverage", self.leverage)
 
+    @classmethod
+    def trusted(
+        cls,
+        account: str,
+        symbol: str,
+        margin_mode: MarginMode,
+        qty: Decimal,
+        entry_price: Decimal,
+        margin: Decimal | None,
+        leverage: Decimal | None,
+    ) -> Position:
+        """Build a position whose fields the caller has already checked (no validation)."""
+        self = object.__new__(cls)
+        for name, value in (
+            ("account", account),
+            ("symbol", symbol),
+            ("margin_mode", margin_mode),
+            ("qty", qty),
+            ("entry_price", entry_price),
+            ("margin", margin),
+            ("leverage", leverage),
+        ):
+            object.__setattr__(self, name, value)
+        return self
+
     @property
     def is_long(self) -> bool:
         """Whether the position gains when the price rises."""

@@ -8,7 +8,7 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 
 def lua_source(name: str) -> str:
@@ -29,15 +29,8 @@ class Script:
         self.source = lua_source(name)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
-    async def many(
-        self, calls: Sequence[tuple[Sequence[str], Sequence[Any]]], *, keep_errors: bool = False
-    ) -> list[Any]:
-        """Run the script once per (keys, args), pipelined, in order.
-
-        A call Redis refuses (the script raised, a key of the wrong type)
-        raises that error, or with ``keep_errors`` stands as the ResponseError
-        in the result, so one bad call does not hide the others' answers.
-        """
+    async def many(self, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """Run the script once per (keys, args), pipelined, in order."""
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in range(2):
@@ -50,9 +43,7 @@ class Script:
             for i, reply in zip(todo, replies, strict=True):
                 if isinstance(reply, NoScriptError) and attempt == 0:
                     missing.append(i)
-                elif isinstance(reply, Exception) and not (
-                    keep_errors and isinstance(reply, ResponseError)
-                ):
+                elif isinstance(reply, Exception):
                     raise reply
                 else:
                     results[i] = reply

@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from state.account import AccountState
 from state.changes import ChangeSet
@@ -69,6 +68,7 @@ class Store:
         self.redis = redis
         self.keys = keys
         self._commit = Script(redis, "commit")
+        self._load = Script(redis, "load")
         self._tick = Script(redis, "tick")
         self._renew = Script(redis, "renew_lease")
         self._release = Script(redis, "release_lease")
@@ -81,7 +81,7 @@ class Store:
     async def load_many(
         self, accounts: Iterable[str], broken: dict[str, StoreError] | None = None
     ) -> dict[str, AccountState]:
-        """Read several accounts in one pipelined round trip.
+        """Read several accounts in one round trip (one script call).
 
         An account Redis holds in a form the store cannot read raises
         StoreError, or, when ``broken`` is given, is left out and recorded
@@ -90,11 +90,10 @@ class Store:
         names = list(dict.fromkeys(accounts))
         if not names:
             return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hgetall(self.keys.account(name))
-            pipe.hgetall(self.keys.positions(name))
-        replies = await pipe.execute()
+        keys = self.keys
+        replies = await self._load.one(
+            [k for name in names for k in (keys.account(name), keys.positions(name))], []
+        )
         out: dict[str, AccountState] = {}
         for i, name in enumerate(names):
             fields, positions = replies[2 * i], replies[2 * i + 1]
@@ -102,7 +101,7 @@ class Store:
                 out[name] = AccountState.empty(name)
                 continue
             try:
-                out[name] = AccountState.from_redis(name, fields, positions)
+                out[name] = AccountState.from_flat(name, fields, positions)
             except StoreError as exc:
                 if broken is None:
                     raise
@@ -111,17 +110,18 @@ class Store:
 
     async def commit(self, change: ChangeSet) -> CommitResult:
         """Apply one change set atomically."""
-        return _result(await self._commit.one(change.keys, [change.argument()]))
+        return (await self.commit_many([change]))[0]
 
     async def commit_many(self, changes: Sequence[ChangeSet]) -> list[CommitResult]:
-        """Apply several independent change sets in one pipelined round trip."""
+        """Apply several independent change sets, each atomically, in one script call."""
         if not changes:
             return []
-        raw = await self._commit.many([(c.keys, [c.argument()]) for c in changes], keep_errors=True)
-        return [
-            CommitResult("ERROR", 0, str(r)[:300]) if isinstance(r, ResponseError) else _result(r)
-            for r in raw
-        ]
+        keys: list[str] = []
+        args: list[int | bytes] = []
+        for change in changes:
+            args += [len(keys), change.argument()]
+            keys += change.keys
+        return [_result(r) for r in await self._commit.one(keys, args)]
 
     async def acquire_lease(self, owner: str, ttl_ms: int) -> Literal["renewed", "acquired", ""]:
         """Renew the input lease if it is ours, else take it if it is free; "" if neither.

@@ -69,6 +69,10 @@ class _Work:
         self.isolated.clear()
 
 
+# One planned decision: the account's work item, which item, the change set, the event.
+_Planned = tuple["_Work", tuple[str, str], ChangeSet, LiquidationEvent | None]
+
+
 class Engine:
     """Decide liquidations on every tick; see the module docstring for the shape."""
 
@@ -240,29 +244,59 @@ class Engine:
         for _ in range(MAX_ROUNDS):
             if not pending:
                 return
-            names = list(pending)
-            for start in range(0, len(names), self.chunk):
-                chunk = {a: pending[a] for a in names[start : start + self.chunk]}
-                await self._decide_chunk(chunk, nudged)
+            await self._decide_round(pending, nudged)
             nudged = set()
             pending = {a: w for a, w in pending.items() if w.cross or w.isolated}
         if pending:
             self.counters["decisions_deferred"] += len(pending)
             self._log.warning("engine.deferred", accounts=len(pending))
 
-    async def _decide_chunk(self, chunk: dict[str, _Work], nudged: set[str]) -> None:
-        """Read, decide and commit one chunk of accounts; log its liquidations as they commit.
+    async def _decide_round(self, pending: dict[str, _Work], nudged: set[str]) -> None:
+        """Decide every pending account once, chunk by chunk, as a pipeline.
 
-        Work left in ``chunk``'s items (a conflict) is redone in the next round.
+        Reading chunk k+1 and committing chunk k-1 overlap planning chunk k
+        (Redis works on its own core meanwhile); chunks hold distinct
+        accounts, so their commits are independent. Work left in an item
+        (a conflict) is redone in the next round.
         """
+        names = list(pending)
+        chunks = [
+            {a: pending[a] for a in names[i : i + self.chunk]}
+            for i in range(0, len(names), self.chunk)
+        ]
+        async with asyncio.TaskGroup() as tg:
+            reading = tg.create_task(self._read(chunks[0]))
+            committing: asyncio.Task[None] | None = None
+            for i, chunk in enumerate(chunks):
+                states, broken = await reading
+                if i + 1 < len(chunks):
+                    reading = tg.create_task(self._read(chunks[i + 1]))
+                planned = self._plan_chunk(chunk, states, broken, nudged)
+                if committing is not None:
+                    await committing
+                committing = tg.create_task(self._commit(planned)) if planned else None
+
+    async def _read(
+        self, chunk: dict[str, _Work]
+    ) -> tuple[dict[str, AccountState], dict[str, StoreError]]:
         broken: dict[str, StoreError] = {}
         states = await self.link.call("read", lambda: self.store.load_many(chunk, broken))
+        return states, broken
+
+    def _plan_chunk(
+        self,
+        chunk: dict[str, _Work],
+        states: dict[str, AccountState],
+        broken: dict[str, StoreError],
+        nudged: set[str],
+    ) -> list[_Planned]:
+        """Plan the decisions of one chunk of accounts (CPU only)."""
         for account, exc in broken.items():
             # Left in the index: it is looked at again once repaired.
             self.counters["accounts_unreadable"] += 1
             self._log.error("account.unreadable", account=account, error=str(exc))
             chunk[account].clear()
-        planned: list[tuple[_Work, tuple[str, str], ChangeSet, LiquidationEvent | None]] = []
+        planned: list[_Planned] = []
         live = self.live_marks()
         for account, w in chunk.items():
             if account in broken:
@@ -278,8 +312,10 @@ class Engine:
                 self.counters["accounts_undecidable"] += 1
                 self._log.error("account.undecidable", account=account, error=repr(exc))
                 w.clear()
-        if not planned:
-            return
+        return planned
+
+    async def _commit(self, planned: list[_Planned]) -> None:
+        """Commit one chunk's decisions and log its liquidations as soon as Redis answers."""
         attempts = 0
 
         async def commit() -> list[CommitResult]:

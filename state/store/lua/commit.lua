@@ -1,8 +1,11 @@
--- Commit one guarded change set atomically: every guard is checked before
--- anything is written, so a change is applied whole or not at all.
+-- Commit guarded change sets, each atomically: every guard of a change set
+-- is checked before anything of it is written, so a change is applied whole
+-- or not at all. Many independent change sets travel in one call (a chunk of
+-- a cascade): one command instead of one per account.
 --
--- KEYS[1] is the account hash; writes name further keys by index in KEYS.
--- ARGV[1] is a JSON object:
+-- ARGV, two per change set: the offset of its keys in KEYS, and its JSON.
+-- KEYS[offset + 1] is the change set's account hash; its writes name further
+-- keys by index, counted from offset. A change set's JSON object:
 --   version  expected account version ("0" for an account not yet written);
 --            a mismatch means the caller decided on state that has changed
 --            since (another instance's claim, an input update): CONFLICT.
@@ -26,8 +29,10 @@
 --   ack      [key, group, [id, ...]]: input entries to acknowledge.
 --   set_seq  the account's last applied seq, stored.
 --   bump     how much to add to the account version.
-local spec = cjson.decode(ARGV[1])
-local acct = KEYS[1]
+-- Returns one answer per change set: {outcome, version, entry id}, outcome
+-- OK, DUP, CONFLICT, LEASE, DONE, NX, or ERROR with what Redis refused (a key
+-- of the wrong type written by hand; that change set stops there, the
+-- others go on).
 
 local function newer(a, b)
   -- Compare two non-negative integers written in decimal without leading zeros.
@@ -36,68 +41,84 @@ local function newer(a, b)
   return a > b
 end
 
-local function ack()
-  if spec.ack then
-    redis.call('XACK', KEYS[spec.ack[1]], spec.ack[2], unpack(spec.ack[3]))
+local function commit(base, spec)
+  local function key(i) return KEYS[base + i] end
+  local acct = key(1)
+  local function ack()
+    if spec.ack then
+      redis.call('XACK', key(spec.ack[1]), spec.ack[2], unpack(spec.ack[3]))
+    end
   end
+
+  if spec.lease then
+    if redis.call('GET', key(spec.lease[1])) ~= spec.lease[2] then
+      return {'LEASE', ''}
+    end
+  end
+  if spec.pending then
+    local p = spec.pending
+    if #redis.call('XPENDING', key(p[1]), p[2], p[3], p[3], 1) == 0 then
+      return {'DONE', ''}
+    end
+  end
+
+  local version = redis.call('HGET', acct, 'version') or '0'
+  if spec.seq then
+    local stored = redis.call('HGET', acct, 'seq')
+    if not newer(spec.seq, stored or false) then
+      ack()
+      return {'DUP', version}
+    end
+  end
+  if spec.nx then
+    local made = redis.call('GET', key(spec.nx[1]))
+    if made then
+      return {'NX', version, made}
+    end
+  end
+  if spec.version and spec.version ~= version then
+    return {'CONFLICT', version}
+  end
+
+  for _, op in ipairs(spec.ops or {}) do
+    local name = op[1]
+    if name == 'hset' then
+      redis.call('HSET', key(op[2]), op[3], op[4])
+    elseif name == 'hdel' then
+      redis.call('HDEL', key(op[2]), op[3])
+    elseif name == 'zadd' then
+      redis.call('ZADD', key(op[2]), op[3], op[4])
+    elseif name == 'zrem' then
+      redis.call('ZREM', key(op[2]), op[3])
+    else
+      error('commit.lua: unknown op ' .. tostring(name))
+    end
+  end
+  if spec.set_seq then
+    redis.call('HSET', acct, 'seq', spec.set_seq)
+  end
+  if spec.bump then
+    version = tostring(redis.call('HINCRBY', acct, 'version', spec.bump))
+  end
+  local entry = ''
+  if spec.xadd then
+    entry = redis.call('XADD', key(spec.xadd[1]), '*', unpack(spec.xadd[2]))
+  end
+  if spec.nx then
+    redis.call('SET', key(spec.nx[1]), entry, 'EX', spec.nx[2])
+  end
+  ack()
+  return {'OK', version, entry}
 end
 
-if spec.lease then
-  if redis.call('GET', KEYS[spec.lease[1]]) ~= spec.lease[2] then
-    return {'LEASE', ''}
-  end
-end
-if spec.pending then
-  local p = spec.pending
-  if #redis.call('XPENDING', KEYS[p[1]], p[2], p[3], p[3], 1) == 0 then
-    return {'DONE', ''}
-  end
-end
-
-local version = redis.call('HGET', acct, 'version') or '0'
-if spec.seq then
-  local stored = redis.call('HGET', acct, 'seq')
-  if not newer(spec.seq, stored or false) then
-    ack()
-    return {'DUP', version}
-  end
-end
-if spec.nx then
-  local made = redis.call('GET', KEYS[spec.nx[1]])
-  if made then
-    return {'NX', version, made}
-  end
-end
-if spec.version and spec.version ~= version then
-  return {'CONFLICT', version}
-end
-
-for _, op in ipairs(spec.ops or {}) do
-  local name = op[1]
-  if name == 'hset' then
-    redis.call('HSET', KEYS[op[2]], op[3], op[4])
-  elseif name == 'hdel' then
-    redis.call('HDEL', KEYS[op[2]], op[3])
-  elseif name == 'zadd' then
-    redis.call('ZADD', KEYS[op[2]], op[3], op[4])
-  elseif name == 'zrem' then
-    redis.call('ZREM', KEYS[op[2]], op[3])
+local out = {}
+for n = 1, #ARGV, 2 do
+  local base, text = tonumber(ARGV[n]), ARGV[n + 1]
+  local ok, answer = pcall(function() return commit(base, cjson.decode(text)) end)
+  if ok then
+    out[#out + 1] = answer
   else
-    return redis.error_reply('commit.lua: unknown op ' .. tostring(name))
+    out[#out + 1] = {'ERROR', '', tostring(answer)}
   end
 end
-if spec.set_seq then
-  redis.call('HSET', acct, 'seq', spec.set_seq)
-end
-if spec.bump then
-  version = tostring(redis.call('HINCRBY', acct, 'version', spec.bump))
-end
-local entry = ''
-if spec.xadd then
-  entry = redis.call('XADD', KEYS[spec.xadd[1]], '*', unpack(spec.xadd[2]))
-end
-if spec.nx then
-  redis.call('SET', KEYS[spec.nx[1]], entry, 'EX', spec.nx[2])
-end
-ack()
-return {'OK', version, entry}
+return out
