@@ -134,11 +134,9 @@ class TimedStore(Store):
                     self.committed[r.entry_id] = done
         return results
 
-    async def record_and_query(
-        self, rows: Sequence[TickRow]
-    ) -> list[tuple[list[bytes], list[bytes]]]:
+    async def record_and_query(self, rows: Sequence[TickRow], *args: Any) -> Any:
         t0 = time.perf_counter()
-        out = await super().record_and_query(rows)
+        out = await super().record_and_query(rows, *args)
         self.timing["record_and_query_s"] += time.perf_counter() - t0
         self.timing["record_and_query_calls"] += 1
         return out
@@ -151,13 +149,13 @@ class CountingEngine(Engine):
         super().__init__(*args, **kwargs)
         self.candidates: Counter[str] = Counter()
 
-    async def _candidates(self, live: dict[str, Tick], now: float) -> dict[str, Any]:
-        work = await super()._candidates(live, now)
+    async def _candidates(self, live: dict[str, Tick], now: float) -> tuple[Any, Any]:
+        work, read = await super()._candidates(live, now)
         for w in work.values():
             if w.cross is not None:
                 self.candidates["cross"] += 1
             self.candidates["isolated"] += len(w.isolated)
-        return work
+        return work, read
 
 
 class Shard:

@@ -42,11 +42,12 @@ def unindex(cs: ChangeSet, rules: Rules, symbol: str, member: str) -> None:
         cs.zrem(rules.keys.index(symbol, direction), member)
 
 
-def index_isolated(cs: ChangeSet, rules: Rules, position: Position) -> None:
-    """Score an isolated position at its exact liquidation prices."""
+def index_isolated(cs: ChangeSet, rules: Rules, position: Position) -> margin.Triggers:
+    """Score an isolated position at its exact liquidation prices; return them."""
     triggers = margin.isolated_triggers(position, rules.models[position.symbol])
     member = index_member(MarginMode.ISOLATED, position.account)
     set_triggers(cs, rules, position.symbol, member, triggers)
+    return triggers
 
 
 def always(cs: ChangeSet, rules: Rules, state: AccountState) -> None:
@@ -63,19 +64,20 @@ def index_cross(
     state: AccountState,
     marks: Mapping[str, Decimal],
     priced: margin.CrossState | None = None,
-) -> None:
+) -> margin.CrossState | None:
     """Write fresh trigger bands for every cross leg, or always-scores when they can't be had.
 
     ``priced``: the account already evaluated at ``marks``, if the caller has it.
+    Returns the account priced at ``marks`` (None when a leg has no mark).
     """
     legs = state.cross_legs
     member = index_member(MarginMode.CROSS, state.account)
     if state.status is Status.LIQUIDATING:
         for leg in legs:
             unindex(cs, rules, leg.symbol, member)
-        return
+        return None
     if not legs:
-        return
+        return None
     if all(leg.symbol in marks for leg in legs):
         if priced is None:
             priced = margin.evaluate_cross(state.balance, legs, rules.models, marks)
@@ -83,5 +85,6 @@ def index_cross(
             bands = margin.trigger_bands(state.balance, legs, rules.models, marks, priced=priced)
             for leg, triggers in zip(legs, bands, strict=True):
                 set_triggers(cs, rules, leg.symbol, member, triggers)
-            return
+            return priced
     always(cs, rules, state)
+    return priced

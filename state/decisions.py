@@ -169,6 +169,21 @@ def decide_isolated(
     return cs, event
 
 
+@dataclass(frozen=True, slots=True)
+class Survivor:
+    """A cross account whose trigger fired and whose health says no: it needs fresh bands."""
+
+    state: AccountState
+    marks: Mapping[str, Decimal]
+    priced: margin.CrossState
+
+    def rebands(self, rules: Rules) -> ChangeSet:
+        """The guarded write of its fresh bands."""
+        cs = ChangeSet(rules.keys, self.state.account).expect_version(self.state.version)
+        index_cross(cs, rules, self.state, self.marks, self.priced)
+        return cs
+
+
 def decide_cross(
     rules: Rules,
     state: AccountState,
@@ -183,23 +198,41 @@ def decide_cross(
     while a leg has no LIVE mark (held: its crossed trigger stays indexed and
     fires again on the next tick).
     """
+    cs, event, survivor = claim_cross(rules, state, symbol, marks, mark_ts, now_ms)
+    if survivor is not None:
+        return survivor.rebands(rules), None
+    return cs, event
+
+
+def claim_cross(
+    rules: Rules,
+    state: AccountState,
+    symbol: str,
+    marks: Mapping[str, Decimal],
+    mark_ts: int,
+    now_ms: int,
+) -> tuple[ChangeSet | None, LiquidationEvent | None, Survivor | None]:
+    """Decide a cross account as :func:`decide_cross` does, leaving a survivor's bands for later.
+
+    Returns (claim or clean-up, its event, None), or (None, None, the survivor)
+    when the account is not liquidatable: its bands (the costly part) can be
+    written once every claim of a batch is on its way.
+    """
     legs = state.cross_legs
     keys = rules.keys
     member = index_member(MarginMode.CROSS, state.account)
     if state.status is not Status.OPEN or all(leg.symbol != symbol for leg in legs):
         cs = ChangeSet(keys, state.account).expect_version(state.version)
         unindex(cs, rules, symbol, member)
-        return cs, None
+        return cs, None, None
     if any(leg.symbol not in marks for leg in legs):
-        return None, None
+        return None, None, None
     used = {leg.symbol: marks[leg.symbol] for leg in legs}
     verdict, priced = judge_cross(
         state.balance, legs, rules.models, used, at_equality=rules.at_equality
     )
     if not verdict.liquidatable:
-        cs = ChangeSet(keys, state.account).expect_version(state.version)
-        index_cross(cs, rules, state, used, priced)
-        return cs, None
+        return None, None, Survivor(state, used, priced)
     liq_id = f"{state.account}:CROSS:{state.version}"
     event = LiquidationEvent(
         id=liq_id,
@@ -234,4 +267,4 @@ def decide_cross(
         unindex(cs, rules, leg.symbol, member)
     cs.zadd(keys.liquidating, now_ms, liquidating_member(MarginMode.CROSS, state.account))
     cs.xadd(keys.events, event.to_fields())
-    return cs, event
+    return cs, event, None

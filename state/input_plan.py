@@ -31,6 +31,9 @@ class InputPlan:
     ``change`` holds the writes of every applied update (None if none
     applies); ``applied`` and ``duplicates`` index into the planned messages,
     ``rejected`` pairs an index with the reason it must be dead-lettered.
+    ``needs_decision``: what the updates wrote may be liquidatable at the
+    marks it was planned with (health not above zero, or an isolated
+    position's trigger already crossed), so the engine should look at once.
     """
 
     change: ChangeSet | None
@@ -38,6 +41,7 @@ class InputPlan:
     applied: list[int]
     duplicates: list[int]
     rejected: list[tuple[int, InputError]]
+    needs_decision: bool = False
 
 
 def plan_inputs(
@@ -52,6 +56,7 @@ def plan_inputs(
     cs = ChangeSet(keys, state.account).expect_version(state.version)
     current = state
     reband = False
+    crossed = False
     applied: list[int] = []
     duplicates: list[int] = []
     rejected: list[tuple[int, InputError]] = []
@@ -61,7 +66,7 @@ def plan_inputs(
             continue
         part = ChangeSet(keys, state.account)
         try:
-            current, needs_bands = _apply(rules, part, current, msg)
+            current, needs_bands, isolated_crossed = _apply(rules, part, current, msg, marks)
         except InputError as exc:
             rejected.append((i, exc))
             continue
@@ -71,32 +76,43 @@ def plan_inputs(
             continue
         cs.absorb(part)
         reband = reband or needs_bands
+        crossed = crossed or isolated_crossed
         applied.append(i)
     if not applied:
         return InputPlan(None, state, applied, duplicates, rejected)
     if reband:
         try:
-            index_cross(cs, rules, current, marks)
+            priced = index_cross(cs, rules, current, marks)
         except (ArithmeticError, MarginError):
             # Bands cannot be had for this state: look at it on every tick;
             # the engine sets it aside if it cannot decide it either.
             always(cs, rules, current)
+            priced = None
+        crossed = crossed or (priced is not None and priced.health <= 0)
     assert current.seq is not None  # every applied update carries one
     cs.set_seq(current.seq).bump(len(applied))
     current = replace(current, version=state.version + len(applied))
-    return InputPlan(cs, current, applied, duplicates, rejected)
+    return InputPlan(cs, current, applied, duplicates, rejected, crossed)
 
 
 def _apply(
-    rules: Rules, cs: ChangeSet, state: AccountState, msg: InputMessage
-) -> tuple[AccountState, bool]:
-    """Add one update's writes (no bands); return the account after it and whether to re-band."""
+    rules: Rules,
+    cs: ChangeSet,
+    state: AccountState,
+    msg: InputMessage,
+    marks: Mapping[str, Decimal],
+) -> tuple[AccountState, bool, bool]:
+    """Add one update's writes (no bands).
+
+    Returns the account after it, whether to re-band, and whether an isolated
+    position it wrote has its trigger crossed at ``marks``.
+    """
     keys = rules.keys
     acct_key = keys.account(state.account)
     positions = dict(state.positions)
     leverage = dict(state.leverage)
     balance = state.balance
-    reband = False
+    reband = crossed = False
     if isinstance(msg, BalanceUpdate):
         balance = msg.balance
         cs.hset(acct_key, "balance", str(balance))
@@ -105,7 +121,10 @@ def _apply(
         leverage[(msg.margin_mode, msg.symbol)] = msg.leverage
         cs.hset(acct_key, leverage_field(msg.margin_mode, msg.symbol), str(msg.leverage))
     else:
-        reband = _plan_position(rules, cs, state, msg, positions, leverage)
+        triggers = _plan_position(rules, cs, state, msg, positions, leverage)
+        reband = triggers is None and msg.margin_mode is MarginMode.CROSS
+        mark = marks.get(msg.symbol)
+        crossed = triggers is not None and mark is not None and triggers.crossed(mark)
     status = (
         Status.LIQUIDATING
         if any(
@@ -120,15 +139,10 @@ def _apply(
         if status is Status.OPEN:
             cs.zrem(keys.liquidating, liquidating_member(MarginMode.CROSS, state.account))
             reband = True
-    after = replace(
-        state,
-        balance=balance,
-        seq=msg.seq,
-        status=status,
-        positions=positions,
-        leverage=leverage,
+    after = AccountState(
+        state.account, balance, msg.seq, state.version, status, positions, leverage
     )
-    return after, reband
+    return after, reband, crossed
 
 
 def _plan_position(
@@ -138,8 +152,8 @@ def _plan_position(
     msg: PositionUpdate,
     positions: dict[PositionKey, StoredPosition],
     leverage: dict[PositionKey, Decimal],
-) -> bool:
-    """Add the writes of a position update; return whether cross bands must be redone."""
+) -> margin.Triggers | None:
+    """Add the writes of a position update; an isolated position's new triggers, if any."""
     keys = rules.keys
     pkey = (msg.margin_mode, msg.symbol)
     pos_key = keys.positions(state.account)
@@ -157,7 +171,7 @@ def _plan_position(
         positions.pop(pkey, None)
         cs.hdel(pos_key, position_field(*pkey))
         unindex(cs, rules, msg.symbol, member)
-        return msg.margin_mode is MarginMode.CROSS
+        return None
     assert msg.entry_price is not None  # parse_input guarantees it for qty != 0
     if msg.leverage is not None:
         leverage[pkey] = msg.leverage
@@ -188,6 +202,5 @@ def _plan_position(
     positions[pkey] = stored
     cs.hset(pos_key, position_field(*pkey), stored.to_json())
     if msg.margin_mode is MarginMode.ISOLATED:
-        index_isolated(cs, rules, position)
-        return False
-    return True
+        return index_isolated(cs, rules, position)
+    return None

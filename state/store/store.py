@@ -48,6 +48,10 @@ def _result(raw: Sequence[Any]) -> CommitResult:
     return CommitResult(outcome, int(version or 0), text(raw[2]) if len(raw) > 2 else "")
 
 
+# An account's two hashes as HGETALL returns them: fields of the account, of its positions.
+RawAccount = tuple[list[bytes], list[bytes]]
+
+
 @dataclass(frozen=True, slots=True)
 class TickRow:
     """One symbol's conflated tick as the tick script takes it."""
@@ -92,21 +96,11 @@ class Store:
             return {}
         keys = self.keys
         replies = await self._load.one(
-            [k for name in names for k in (keys.account(name), keys.positions(name))], []
+            [keys.account(names[0])], [keys.account(""), keys.positions(""), *names]
         )
-        out: dict[str, AccountState] = {}
-        for i, name in enumerate(names):
-            fields, positions = replies[2 * i], replies[2 * i + 1]
-            if not fields and not positions:
-                out[name] = AccountState.empty(name)
-                continue
-            try:
-                out[name] = AccountState.from_flat(name, fields, positions)
-            except StoreError as exc:
-                if broken is None:
-                    raise
-                broken[name] = exc
-        return out
+        return self.parse(
+            ((name, (replies[2 * i], replies[2 * i + 1])) for i, name in enumerate(names)), broken
+        )
 
     async def commit(self, change: ChangeSet) -> CommitResult:
         """Apply one change set atomically."""
@@ -116,12 +110,8 @@ class Store:
         """Apply several independent change sets, each atomically, in one script call."""
         if not changes:
             return []
-        keys: list[str] = []
-        args: list[int | bytes] = []
-        for change in changes:
-            args += [len(keys), change.argument()]
-            keys += change.keys
-        return [_result(r) for r in await self._commit.one(keys, args)]
+        replies = await self._commit.one([changes[0].key], [c.argument() for c in changes])
+        return [_result(r) for r in replies]
 
     async def acquire_lease(self, owner: str, ttl_ms: int) -> Literal["renewed", "acquired", ""]:
         """Renew the input lease if it is ours, else take it if it is free; "" if neither.
@@ -139,17 +129,19 @@ class Store:
         await self._release.one([self.keys.input_lease], [owner])
 
     async def record_and_query(
-        self, rows: Sequence[TickRow]
-    ) -> list[tuple[list[bytes], list[bytes]]]:
+        self, rows: Sequence[TickRow], inline: int = 0
+    ) -> tuple[list[tuple[list[bytes], list[bytes]]], dict[str, RawAccount]]:
         """Record each row's mark (LIVE) for operators and query the index, in one command.
 
         Each answer holds the members of the symbol's down set scored >=
-        ``down_bound`` and of its up set scored <= ``up_bound``.
+        ``down_bound`` and of its up set scored <= ``up_bound``. The state of
+        the first ``inline`` candidate accounts comes back in the same call,
+        as read (:meth:`parse` makes accounts of it, when they are needed).
         """
         if not rows:
-            return []
+            return [], {}
         keys: list[str] = []
-        args: list[str | int] = []
+        args: list[str | int] = [inline, self.keys.account(""), self.keys.positions("")]
         for r in rows:
             keys += [
                 self.keys.mark(r.symbol),
@@ -166,7 +158,30 @@ class Store:
                 repr(r.up_bound),
             ]
         replies = await self._tick.one(keys, args)
-        return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(rows))]
+        flat = replies[-1]
+        raw = {flat[i].decode(): (flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)}
+        return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(rows))], raw
+
+    @staticmethod
+    def parse(
+        raw: Iterable[tuple[str, RawAccount]], broken: dict[str, StoreError] | None = None
+    ) -> dict[str, AccountState]:
+        """Make accounts of their hashes as read; an unreadable one goes to ``broken``.
+
+        Without ``broken``, an unreadable account raises StoreError.
+        """
+        out: dict[str, AccountState] = {}
+        for name, (fields, positions) in raw:
+            if not fields and not positions:
+                out[name] = AccountState.empty(name)
+                continue
+            try:
+                out[name] = AccountState.from_flat(name, fields, positions)
+            except StoreError as exc:
+                if broken is None:
+                    raise
+                broken[name] = exc
+        return out
 
     async def set_mark_status(self, symbol: str, status: str) -> None:
         """Record a symbol's LIVE/STALE transition."""

@@ -86,9 +86,8 @@ def spec(cs: ChangeSet) -> dict[str, Any]:
 
 
 def ops(cs: ChangeSet) -> list[tuple[Any, ...]]:
-    """The change set's writes with every key slot resolved to its key name."""
-    keys = cs.keys
-    return [(op, keys[slot - 1], *args) for op, slot, *args in spec(cs).get("ops", [])]
+    """The change set's writes: (op, key, args...)."""
+    return [tuple(op) for op in spec(cs).get("ops", [])]
 
 
 def index_ops(cs: ChangeSet, member: str) -> list[tuple[Any, ...]]:
@@ -96,8 +95,8 @@ def index_ops(cs: ChangeSet, member: str) -> list[tuple[Any, ...]]:
 
 
 def xadd_fields(cs: ChangeSet) -> tuple[str, dict[str, str]]:
-    slot, flat = spec(cs)["xadd"]
-    return cs.keys[slot - 1], dict(zip(flat[::2], flat[1::2], strict=True))
+    key, flat = spec(cs)["xadd"]
+    return key, dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def assert_claim(cs: ChangeSet, state: AccountState, event: LiquidationEvent) -> None:
@@ -105,8 +104,8 @@ def assert_claim(cs: ChangeSet, state: AccountState, event: LiquidationEvent) ->
     s = spec(cs)
     assert s["version"] == str(state.version)
     assert s["bump"] == 1
-    nx_slot, ttl = s["nx"]
-    assert cs.keys[nx_slot - 1] == KEYS.liq_id(event.id)
+    nx_key, ttl = s["nx"]
+    assert nx_key == KEYS.liq_id(event.id)
     assert ttl == RULES.liq_id_ttl
     assert "xadd" in s
     assert all(o[0] != "xadd" for o in ops(cs))

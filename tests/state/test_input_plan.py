@@ -86,9 +86,8 @@ def spec(cs: ChangeSet) -> dict[str, Any]:
 
 
 def ops(cs: ChangeSet) -> list[tuple[Any, ...]]:
-    """The change set's writes with every key slot resolved to its key name."""
-    keys = cs.keys
-    return [(op, keys[slot - 1], *args) for op, slot, *args in spec(cs).get("ops", [])]
+    """The change set's writes: (op, key, args...)."""
+    return [tuple(op) for op in spec(cs).get("ops", [])]
 
 
 def index_ops(cs: ChangeSet, member: str) -> list[tuple[Any, ...]]:

@@ -18,8 +18,9 @@ Redis restarted empty has lost the consumer group, which is made again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -30,7 +31,6 @@ from redis.exceptions import ResponseError
 
 from state.account import AccountState
 from state.changes import ChangeSet
-from state.decisions import liquidatable_state
 from state.errors import InputError, StoreError
 from state.input_plan import InputPlan, plan_inputs
 from state.inputs import InputMessage, parse_input
@@ -38,7 +38,7 @@ from state.keys import INPUT_GROUP
 from state.rules import Rules
 from state.store import CommitResult, Store
 from state.store.streams import stream_entries
-from watcher.daemon.link import RedisLink
+from watcher.daemon.link import LinkClosed, RedisLink
 
 GROUP = INPUT_GROUP
 
@@ -93,6 +93,11 @@ class InputConsumer:
         self.max_deliveries = max_deliveries
         self.counters: Counter[str] = Counter()
         self.leader = False
+        # The batch whose commit is in flight (its entries are still pending),
+        # the accounts it touches, and the last entry id it holds.
+        self._inflight: asyncio.Task[None] | None = None
+        self._inflight_accounts: set[str] = set()
+        self._after = "0"
         self._log = structlog.get_logger().bind(component="input", owner=owner)
 
     @property
@@ -137,11 +142,17 @@ class InputConsumer:
                     # Redis came back without our group (restarted empty).
                     self._log.error("input.group_lost", error=str(exc))
                     await self.link.call("input.group", self.ensure_group)
+            await self.settle()
         finally:
+            if self._inflight is not None:
+                self._inflight.cancel()
+                with contextlib.suppress(asyncio.CancelledError, LeaseLost, LinkClosed):
+                    await self._inflight
             if self.leader:
                 await self.link.once("input.release", lambda: self.store.release_lease(self.owner))
 
     def _lost(self) -> None:
+        self._after = "0"
         self.leader = False
         self.counters["lease_lost"] += 1
         self._log.warning("input.lease_lost")
@@ -164,36 +175,66 @@ class InputConsumer:
                 return
 
     async def step(self) -> int:
-        """Apply one batch from our pending list, filling it from the stream first if empty.
+        """Take one batch: entries left pending first, else new ones; start applying it.
 
-        Entries are only ever applied as read back from the pending list, in
-        ID order: if the reply to the ``>`` read is lost and the client's
-        retry delivers the next entries, the first ones are still applied
-        first. Entries found pending before this step read anything new were
-        delivered before (a crash, a lost reply, a takeover): those delivered
-        too often are set aside unread.
+        Entries are applied in ID order as our pending list holds them: if
+        the answer to a ``>`` read was lost (the link had to retry it), the
+        entries it delivered are pending, unseen, and the pending list is
+        read back before anything newer. Entries found pending before this
+        step read anything new were delivered before (a crash, a lost
+        answer, a takeover): those delivered too often are set aside unread.
+
+        The batch's commit runs while the next batch is read and planned
+        (Redis works on its own core meanwhile); a batch that touches an
+        account of the one in flight waits for it first. Returns how many
+        entries were taken.
         """
-        entries = await self._read("0")
+        entries = await self._read(self._after)
         if entries:
             entries = await self._drop_poison(entries)
         else:
-            await self._read(">")
-            entries = await self._read("0")
+            entries, retried = await self._read_new()
+            if retried:
+                entries = await self._read(self._after)
         if entries:
-            await self.apply(entries)
+            await self.apply(entries, overlap=True)
+        elif self._inflight is None:
+            self._after = "0"
         return len(entries)
 
-    async def _read(self, start: str) -> list[_Entry]:
-        reply = await self.link.call(
-            "input.read",
-            lambda: self.redis.xreadgroup(
-                GROUP,
-                self.owner,
-                {self.store.keys.input: start},
-                count=self.batch,
-                block=self.block_ms if start == ">" else None,
-            ),
+    async def settle(self) -> None:
+        """Wait for the batch in flight, if any (its errors surface here)."""
+        task, self._inflight = self._inflight, None
+        self._inflight_accounts = set()
+        if task is not None:
+            await task
+
+    async def _read_new(self) -> tuple[list[_Entry], bool]:
+        attempts = 0
+
+        async def read() -> Any:
+            nonlocal attempts
+            attempts += 1
+            return await self._xreadgroup(">")
+
+        reply = await self.link.call("input.read", read)
+        return self._entries(reply), attempts > 1
+
+    def _xreadgroup(self, start: str) -> Awaitable[Any]:
+        return self.redis.xreadgroup(
+            GROUP,
+            self.owner,
+            {self.store.keys.input: start},
+            count=self.batch,
+            block=self.block_ms if start == ">" else None,
         )
+
+    async def _read(self, start: str) -> list[_Entry]:
+        """Read our pending entries after ``start``."""
+        return self._entries(await self.link.call("input.read", lambda: self._xreadgroup(start)))
+
+    @staticmethod
+    def _entries(reply: Any) -> list[_Entry]:
         out: list[_Entry] = []
         for entry_id, fields in stream_entries(reply):
             eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
@@ -228,13 +269,14 @@ class InputConsumer:
         dropped = {e.entry_id for e in poison}
         return [e for e in entries if e.entry_id not in dropped]
 
-    async def apply(self, entries: list[_Entry]) -> None:
-        """Apply entries in stream order: one atomic commit per account, all in one pipeline.
+    async def apply(self, entries: list[_Entry], *, overlap: bool = False) -> None:
+        """Apply entries in stream order: one atomic commit per account, all in one call.
 
         An account's updates in the batch become one change set (its bands
         computed once, from the final state); other accounts' commits are
         independent, so their relative order does not matter. Conflicts
         (a claim changed the account meanwhile) are re-read and redone.
+        With ``overlap``, the commit is left in flight (see :meth:`step`).
         """
         by_account: dict[str, list[tuple[_Entry, InputMessage]]] = {}
         commits: list[_Commit] = []
@@ -250,6 +292,9 @@ class InputConsumer:
                 commits.append(self._dead_letter(entry, self._internal("parsing", entry, bug)))
                 continue
             by_account.setdefault(msg.account, []).append((entry, msg))
+        inflight = self._inflight is not None and self._inflight is not asyncio.current_task()
+        if inflight and (not overlap or not self._inflight_accounts.isdisjoint(by_account)):
+            await self.settle()
         broken: dict[str, StoreError] = {}
         states = (
             await self.link.call(
@@ -268,6 +313,18 @@ class InputConsumer:
             commits += self._plan(states[account], items, marks)
         # Dead letters land in the order their entries came in.
         commits.sort(key=lambda c: _entry_order(c.entries[0].entry_id))
+        if not overlap:
+            await self._finish(commits, generation, marks)
+            return
+        await self.settle()
+        self._inflight_accounts = set(by_account)
+        self._after = entries[-1].entry_id
+        self._inflight = asyncio.create_task(self._finish(commits, generation, marks))
+
+    async def _finish(
+        self, commits: list[_Commit], generation: int, marks: dict[str, Decimal]
+    ) -> None:
+        """Commit a planned batch; count, nudge, and redo what conflicted."""
         results = await self._commit(commits)
         to_nudge: list[str] = []
         redo: list[_Entry] = []
@@ -292,9 +349,7 @@ class InputConsumer:
                 continue
             self.counters["input_applied"] += len(plan.applied)
             self.counters["input_duplicates"] += len(plan.duplicates)
-            if plan.change is not None and (
-                self.generation() != generation or liquidatable_state(self.rules, plan.after, marks)
-            ):
+            if plan.change is not None and (self.generation() != generation or plan.needs_decision):
                 to_nudge.append(plan.after.account)
         if to_nudge:
             self.nudge(to_nudge)
@@ -302,7 +357,8 @@ class InputConsumer:
             raise LeaseLost
         if redo:
             # A claim (or a lapsed-lease holder) changed these accounts meanwhile:
-            # re-read and re-plan them, in stream order.
+            # re-read and re-plan them, in stream order (still in flight: a
+            # batch touching them waits for this).
             self.counters["conflicts"] += 1
             redo.sort(key=lambda e: _entry_order(e.entry_id))
             await self.apply(redo)

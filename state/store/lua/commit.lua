@@ -3,9 +3,9 @@
 -- or not at all. Many independent change sets travel in one call (a chunk of
 -- a cascade): one command instead of one per account.
 --
--- ARGV, two per change set: the offset of its keys in KEYS, and its JSON.
--- KEYS[offset + 1] is the change set's account hash; its writes name further
--- keys by index, counted from offset. A change set's JSON object:
+-- KEYS[1] routes the call (a key of the shard: every key a change set names
+-- is in the shard's hash slot); ARGV, one per change set, its JSON object:
+--   acct     the account hash (its version and seq are checked there);
 --   version  expected account version ("0" for an account not yet written);
 --            a mismatch means the caller decided on state that has changed
 --            since (another instance's claim, an input update): CONFLICT.
@@ -41,23 +41,22 @@ local function newer(a, b)
   return a > b
 end
 
-local function commit(base, spec)
-  local function key(i) return KEYS[base + i] end
-  local acct = key(1)
+local function commit(spec)
+  local acct = spec.acct
   local function ack()
     if spec.ack then
-      redis.call('XACK', key(spec.ack[1]), spec.ack[2], unpack(spec.ack[3]))
+      redis.call('XACK', spec.ack[1], spec.ack[2], unpack(spec.ack[3]))
     end
   end
 
   if spec.lease then
-    if redis.call('GET', key(spec.lease[1])) ~= spec.lease[2] then
+    if redis.call('GET', spec.lease[1]) ~= spec.lease[2] then
       return {'LEASE', ''}
     end
   end
   if spec.pending then
     local p = spec.pending
-    if #redis.call('XPENDING', key(p[1]), p[2], p[3], p[3], 1) == 0 then
+    if #redis.call('XPENDING', p[1], p[2], p[3], p[3], 1) == 0 then
       return {'DONE', ''}
     end
   end
@@ -71,7 +70,7 @@ local function commit(base, spec)
     end
   end
   if spec.nx then
-    local made = redis.call('GET', key(spec.nx[1]))
+    local made = redis.call('GET', spec.nx[1])
     if made then
       return {'NX', version, made}
     end
@@ -83,13 +82,13 @@ local function commit(base, spec)
   for _, op in ipairs(spec.ops or {}) do
     local name = op[1]
     if name == 'hset' then
-      redis.call('HSET', key(op[2]), op[3], op[4])
+      redis.call('HSET', op[2], op[3], op[4])
     elseif name == 'hdel' then
-      redis.call('HDEL', key(op[2]), op[3])
+      redis.call('HDEL', op[2], op[3])
     elseif name == 'zadd' then
-      redis.call('ZADD', key(op[2]), op[3], op[4])
+      redis.call('ZADD', op[2], op[3], op[4])
     elseif name == 'zrem' then
-      redis.call('ZREM', key(op[2]), op[3])
+      redis.call('ZREM', op[2], op[3])
     else
       error('commit.lua: unknown op ' .. tostring(name))
     end
@@ -102,19 +101,19 @@ local function commit(base, spec)
   end
   local entry = ''
   if spec.xadd then
-    entry = redis.call('XADD', key(spec.xadd[1]), '*', unpack(spec.xadd[2]))
+    entry = redis.call('XADD', spec.xadd[1], '*', unpack(spec.xadd[2]))
   end
   if spec.nx then
-    redis.call('SET', key(spec.nx[1]), entry, 'EX', spec.nx[2])
+    redis.call('SET', spec.nx[1], entry, 'EX', spec.nx[2])
   end
   ack()
   return {'OK', version, entry}
 end
 
 local out = {}
-for n = 1, #ARGV, 2 do
-  local base, text = tonumber(ARGV[n]), ARGV[n + 1]
-  local ok, answer = pcall(function() return commit(base, cjson.decode(text)) end)
+for n = 1, #ARGV do
+  local text = ARGV[n]
+  local ok, answer = pcall(function() return commit(cjson.decode(text)) end)
   if ok then
     out[#out + 1] = answer
   else
