@@ -206,7 +206,12 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {_one_line(str(exc))}") from None
-    _known(doc, "", {"redis", "feeds", "markets", "liquidation", "daemon", "audit", "executors"})
+    # [notify] belongs to ``liqwatch notify`` (watcher/notify/), which reads the same file.
+    _known(
+        doc,
+        "",
+        {"redis", "feeds", "markets", "liquidation", "daemon", "audit", "executors", "notify"},
+    )
     redis = _table(doc, "redis", required=False)
     _known(redis, "redis", {"url", "prefix", *REDIS_NUMBERS})
     url = env.get(REDIS_URL_ENV) or _str(redis, "url", "redis", default="redis://127.0.0.1:6379/0")
