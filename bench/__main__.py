@@ -55,6 +55,9 @@ class Config:
     volatile_sigma: float = 1e-4
     crash_symbol: str = "PERP_BTC_USDC"
     crash_target: int = 100_000
+    map_symbol: str = "PERP_BTC_USDC"
+    map_range: str = "0.10"
+    map_step: str = "0.01"
 
 
 QUICK = Config(
@@ -159,6 +162,14 @@ async def _measure(
         ),
     }
     log(f"throughput: {results['throughput']['conflated_1']['ticks_per_s']['median']:,.0f} ticks/s")
+    results["map"] = await suite.liquidation_map(
+        shard, book, symbol=config.map_symbol, range_=config.map_range, step=config.map_step
+    )
+    rm = results["map"]
+    log(
+        f"map of {rm['symbol']}: {rm['seconds']:.2f} s, {rm['candidates_read']:,} candidate"
+        f" accounts of {rm['accounts']:,}"
+    )
     results["latency"] = await suite.latency(
         shard,
         rate=config.latency_rate,

@@ -138,6 +138,20 @@ def table(r: dict[str, Any]) -> str:
             _met(ml["tick_s"] <= 2 and ml["positions_liquidated"] >= cfg["crash_target"]),
         )
     )
+    if "map" in r:
+        mp = r["map"]
+        rows.append(
+            (
+                f"liquidation map (`liqwatch map`) of {mp['symbol']}, +/-"
+                f"{float(mp['range']) * 100:.0f}% in {float(mp['step']) * 100:g}% steps, read"
+                " through the index: until answered",
+                _n(big),
+                f"{_s(mp['seconds'])}; {mp['candidates_read']:,} candidate accounts read of"
+                f" {mp['accounts']:,} ({mp['accounts_holding_symbol']:,} hold the symbol)",
+                "<= 10 s",
+                _met(mp["seconds"] <= 10),
+            )
+        )
     inp = r["input"][big]
     w = inp["window_rates"]
     rows.append(
@@ -239,6 +253,18 @@ def _how(r: dict[str, Any]) -> list[str]:
         "- **Bands**: every symbol takes a lognormal step per batch; a re-pricing approach"
         " prices every open cross account each batch, liqwatch evaluates those whose trigger"
         " a mark crossed (counted from the engine's index answers).",
+        *(
+            [
+                "- **Map**: `state.store.risk.build_map`, the whole of `liqwatch map`'s work before"
+                " printing, on the loaded book at its marks: read the marks, query the"
+                " symbol's index sets over the range and every other symbol's at its mark,"
+                " read the candidate accounts (1,000 a round trip, the next in flight while"
+                " one is judged) and judge each along the steps with the daemon's decision"
+                " functions (bisection over the steps)."
+            ]
+            if "map" in r
+            else []
+        ),
         "- **Memory**: `INFO memory` used_memory before and after the 1M load, with the input"
         " stream deleted (it is not state), over the positions.",
         f"- **Final check**: after everything, a full recompute at the final marks finds"

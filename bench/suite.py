@@ -24,6 +24,7 @@ from bench.rig import Shard, percentile, spread
 from state import margin
 from state.decisions import liquidatable
 from state.models import MaintenanceModel
+from state.store.risk import build_map
 from watcher.demo.sim.walk import PriceWalk
 
 # --- the baseline: a full recompute ----------------------------------------------
@@ -539,4 +540,48 @@ async def final_check(shard: Shard, book: bookgen.Book) -> dict[str, Any]:
         "missed": len(missed),
         "emitted_twice": sum(1 for n in liquidated.values() if n > 1),
         "ok": not missed and all(n == 1 for n in liquidated.values()),
+    }
+
+
+# --- the liquidation map ------------------------------------------------------------
+
+
+async def liquidation_map(
+    shard: Shard, book: bookgen.Book, *, symbol: str, range_: str, step: str
+) -> dict[str, Any]:
+    """``liqwatch map`` on the loaded book: its whole work, timed, and what it read.
+
+    Read the marks, query the symbol's index sets over the range and every
+    other symbol's at its mark, read the candidate accounts (a chunk in flight
+    while the last is judged) and judge each along the steps with the
+    daemon's decision functions: what the command does before printing.
+    """
+    t0 = time.perf_counter()
+    read = await build_map(
+        shard.store,
+        bookgen.models(),
+        symbol,
+        at_equality=False,
+        range_=Decimal(range_),
+        step=Decimal(step),
+    )
+    seconds = time.perf_counter() - t0
+    m = read.map
+    holders = sum(
+        1 for a in book.accounts if any(p.symbol == symbol for p in (*a.cross, *a.isolated))
+    )
+    down, up = m.down[-1].cumulative, m.up[-1].cumulative
+    return {
+        "symbol": symbol,
+        "range": range_,
+        "step": step,
+        "steps_each_way": len(m.down),
+        "seconds": seconds,
+        "accounts": len(book.accounts),
+        "accounts_holding_symbol": holders,
+        "candidates_read": read.candidates,
+        "judged": m.judged,
+        "liquidatable_now": m.already,
+        "down_total": {"count": down.count, "notional": float(down.notional)},
+        "up_total": {"count": up.count, "notional": float(up.notional)},
     }

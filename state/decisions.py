@@ -16,11 +16,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from state import margin
+from state import margin, partial
 from state.account import AccountState, Status, StoredPosition
 from state.bands import index_cross, unindex
 from state.changes import ChangeSet
-from state.events import EventLeg, LiquidationEvent
+from state.events import EventLeg, LiquidationEvent, Transfer
 from state.keys import index_member, liquidating_member, position_field
 from state.models import MaintenanceModel, MarginMode, Position
 from state.rules import Rules
@@ -151,6 +151,7 @@ def decide_isolated(
         mark_ts=mark_ts,
         detected_ts=now_ms,
         seq=state.seq,
+        transfer=transfers(partial.plan_isolated(position, rules.markets[symbol], price)),
     )
     claimed = replace(stored, status=Status.LIQUIDATING, liq_id=liq_id)
     keys = rules.keys
@@ -250,6 +251,10 @@ def claim_cross(
         mark_ts=mark_ts,
         detected_ts=now_ms,
         seq=state.seq,
+        balance=state.balance,
+        transfer=transfers(
+            partial.plan_cross(state.balance, legs, rules.markets, used, equity=verdict.equity)
+        ),
     )
     cs = ChangeSet(keys, state.account).expect_version(state.version).bump()
     cs.once(keys.liq_id(liq_id), rules.liq_id_ttl)
@@ -268,3 +273,13 @@ def claim_cross(
     cs.zadd(keys.liquidating, now_ms, liquidating_member(MarginMode.CROSS, state.account))
     cs.xadd(keys.events, event.to_fields())
     return cs, event, None
+
+
+def transfers(plan: partial.PartialPlan | None) -> dict[str, Transfer] | None:
+    """The event's per-symbol partial-liquidation fields of a plan (None without one)."""
+    if plan is None:
+        return None
+    return {
+        symbol: Transfer(leg.tier.value, leg.qty, leg.liquidation_fee, leg.liquidator_fee)
+        for symbol, leg in plan.legs.items()
+    }

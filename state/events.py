@@ -4,6 +4,13 @@ The stream entry's fields are flat strings (README, "Output: liquidation
 events"); :meth:`LiquidationEvent.to_fields` writes them and
 :meth:`LiquidationEvent.from_fields` reads them back, exactly: every Decimal
 keeps the text it was written with, so ``from_fields(e.to_fields()) == e``.
+
+The thirteen original fields come first, always, unchanged. After them, only
+when set: ``balance`` (a CROSS account's balance at the decision) and
+Orderly's partial liquidation (``tier``, ``transfer_qty``,
+``liquidation_fee``, ``liquidator_fee``: JSON objects keyed by symbol, for
+markets on the orderly model). An entry without them, written before they
+existed, reads back with None.
 """
 
 from __future__ import annotations
@@ -84,6 +91,24 @@ class EventLeg:
             raise EventError(f"positions: {exc}") from None
 
 
+TIERS = ("low", "high")
+TRANSFER_FIELDS = ("tier", "transfer_qty", "liquidation_fee", "liquidator_fee")
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Orderly's partial liquidation of one position: its tier, the quantity, the fees.
+
+    ``qty`` is signed like the position; ``liquidation_fee`` is what the
+    account pays on it, ``liquidator_fee`` the liquidator's part of that.
+    """
+
+    tier: str
+    qty: Decimal
+    liquidation_fee: Decimal
+    liquidator_fee: Decimal
+
+
 @dataclass(frozen=True, slots=True)
 class LiquidationEvent:
     """One liquidation decision, as committed to the events stream."""
@@ -101,10 +126,14 @@ class LiquidationEvent:
     mark_ts: int
     detected_ts: int
     seq: Seq | None
+    # Added fields (absent from entries written before them): a CROSS account's
+    # balance, and per symbol Orderly's partial liquidation.
+    balance: Decimal | None = None
+    transfer: Mapping[str, Transfer] | None = None
 
     def to_fields(self) -> dict[str, str]:
         """Return the flat string fields of the stream entry, in the documented order."""
-        return {
+        fields = {
             "id": self.id,
             "kind": self.kind.value,
             "account": self.account,
@@ -119,6 +148,15 @@ class LiquidationEvent:
             "detected_ts": str(self.detected_ts),
             "seq": "" if self.seq is None else str(self.seq),
         }
+        if self.balance is not None:
+            fields["balance"] = str(self.balance)
+        if self.transfer is not None:
+            t = self.transfer
+            fields["tier"] = _dumps({s: x.tier for s, x in t.items()})
+            fields["transfer_qty"] = _dumps({s: str(x.qty) for s, x in t.items()})
+            fields["liquidation_fee"] = _dumps({s: str(x.liquidation_fee) for s, x in t.items()})
+            fields["liquidator_fee"] = _dumps({s: str(x.liquidator_fee) for s, x in t.items()})
+        return fields
 
     @classmethod
     def from_fields(cls, fields: Fields) -> LiquidationEvent:
@@ -143,6 +181,7 @@ class LiquidationEvent:
         if not isinstance(marks, dict):
             raise EventError("marks: must be a JSON object")
         liq_price, seq = get("liq_price"), get("seq")
+        balance = f.get("balance")
         return cls(
             id=get("id"),
             kind=kind,
@@ -157,6 +196,8 @@ class LiquidationEvent:
             mark_ts=_int(get("mark_ts"), "mark_ts"),
             detected_ts=_int(get("detected_ts"), "detected_ts"),
             seq=_seq(seq) if seq else None,
+            balance=None if balance is None else _dec(balance, "balance"),
+            transfer=_transfer(f),
         )
 
 
@@ -191,6 +232,42 @@ def _seq(text: str) -> Seq:
         return Seq(text)
     except ValueError:
         raise EventError(f"seq: not canonical decimal digits: {text[:80]!r}") from None
+
+
+def _dumps(value: dict[str, str]) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _transfer(f: Mapping[str, str]) -> dict[str, Transfer] | None:
+    """Read the partial-liquidation fields: all four or none."""
+    present = [name for name in TRANSFER_FIELDS if name in f]
+    if not present:
+        return None
+    if len(present) != len(TRANSFER_FIELDS):
+        missing = [name for name in TRANSFER_FIELDS if name not in f]
+        raise EventError(f"{missing[0]}: missing (the partial-liquidation fields go together)")
+    objects = {}
+    for name in TRANSFER_FIELDS:
+        value = _json(f[name], name)
+        if not isinstance(value, dict):
+            raise EventError(f"{name}: must be a JSON object")
+        objects[name] = value
+    symbols = list(objects["tier"])
+    for name, value in objects.items():
+        if list(value) != symbols:
+            raise EventError(f"{name}: must name the symbols of tier, in its order")
+    out = {}
+    for symbol in symbols:
+        tier = objects["tier"][symbol]
+        if tier not in TIERS:
+            raise EventError(f"tier.{symbol}: must be low or high, got {tier!r}")
+        out[_str(symbol, "tier")] = Transfer(
+            tier,
+            _dec(objects["transfer_qty"][symbol], f"transfer_qty.{symbol}"),
+            _dec(objects["liquidation_fee"][symbol], f"liquidation_fee.{symbol}"),
+            _dec(objects["liquidator_fee"][symbol], f"liquidator_fee.{symbol}"),
+        )
+    return out
 
 
 def _json(text: str, name: str) -> Any:

@@ -9,7 +9,9 @@ outside a shard is the process heartbeat, ``<prefix>:health`` (README, "Operator
   and ``lev|<MODE>|<symbol>`` leverage settings.
 - ``P:{s}:pos:<account>`` hash: ``<MODE>|<symbol>`` -> position JSON
   (qty, entry_price, margin, leverage, status, liq_id).
-- ``P:{s}:mark:<symbol>`` hash: price, venue_ts, recv_ms, status (LIVE/STALE), source.
+- ``P:{s}:mark:<symbol>`` hash: price, venue_ts, recv_ms, status (LIVE/STALE),
+  source, done_ts (the venue_ts of the last mark whose decisions the shard
+  has all committed).
 - ``P:{s}:idx:<symbol>:down`` and ``:up`` zsets: ``C|<account>`` (a cross
   leg) or ``I|<account>`` (an isolated position) scored by trigger price; a
   member of ``down`` is looked at when the mark falls to its score or below
@@ -22,7 +24,11 @@ outside a shard is the process heartbeat, ``<prefix>:health`` (README, "Operator
 - ``P:{s}:in:lease`` string: the instance applying input now (TTL).
 - ``P:{s}:stats`` hash: counters.
 - ``P:{s}:generation`` string: the data-generation marker (JSON).
-- ``P:health`` string: heartbeat JSON with a TTL.
+- ``P:health`` string: heartbeat JSON with a TTL (one shard: the process's;
+  several: ``P:health:<instance>`` per worker).
+- ``P:shards`` string: the shard count S the data is laid out for.
+- ``P:workers`` zset: the workers sharing the shards, scored by the expiry
+  (ms, Redis clock) of their registration.
 """
 
 from __future__ import annotations
@@ -147,6 +153,24 @@ class Keys:
     def health(self) -> str:
         """Heartbeat of the daemon process (outside any shard, as the README documents it)."""
         return f"{self.prefix}:health"
+
+    def worker_health(self, instance: str) -> str:
+        """Heartbeat of one worker when several share the shards."""
+        return f"{self.prefix}:health:{instance}"
+
+    @property
+    def shard_count(self) -> str:
+        """The shard count S the data is laid out for (outside any shard)."""
+        return f"{self.prefix}:shards"
+
+    @property
+    def workers(self) -> str:
+        """Registry of the workers sharing the shards (outside any shard)."""
+        return f"{self.prefix}:workers"
+
+    def of_shard(self, shard: int) -> Keys:
+        """The keys of another shard under the same prefix."""
+        return Keys(self.prefix, shard)
 
     def mark_pattern(self) -> str:
         """SCAN pattern matching every mark hash of this shard."""

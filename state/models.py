@@ -178,13 +178,62 @@ class OrderlyModel:
 MaintenanceModel = FlatModel | BracketsModel | OrderlyModel
 
 
+class Tier(StrEnum):
+    """Orderly's liquidation tier of a market (docs/margin.md, "Partial liquidation").
+
+    LOW: the account's low-tier positions are transferred together, each in
+    proportion to its size; HIGH: each symbol on its own.
+    """
+
+    LOW = "low"
+    HIGH = "high"
+
+
+@dataclass(frozen=True, slots=True)
+class PartialRule:
+    """How a market on the orderly model is partially liquidated: its tier, minimum, fees.
+
+    ``min_takeover``: below this notional (of the tier group for LOW, of the
+    position for HIGH) the whole is transferred; above it, at least this much.
+    ``liquidation_fee``: the rate the liquidated account pays on the notional
+    transferred; ``liquidator_fee``: the part of it the liquidator receives.
+    """
+
+    tier: Tier
+    min_takeover: Decimal
+    liquidation_fee: Decimal
+    liquidator_fee: Decimal
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tier, Tier):
+            raise MarginError(f"tier must be low or high, got {self.tier!r}")
+        if check_decimal("min_takeover", self.min_takeover) < 0:
+            raise MarginError(f"min_takeover must be >= 0, got {self.min_takeover}")
+        if not ZERO <= check_decimal("liquidation_fee", self.liquidation_fee) < ONE:
+            raise MarginError(f"liquidation_fee must be in [0, 1), got {self.liquidation_fee}")
+        if not ZERO <= check_decimal("liquidator_fee", self.liquidator_fee) <= self.liquidation_fee:
+            raise MarginError(
+                f"liquidator_fee must be in [0, liquidation_fee ({self.liquidation_fee})],"
+                f" got {self.liquidator_fee}"
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class Market:
-    """What liqwatch knows of one symbol: its maintenance model and default margin mode."""
+    """What liqwatch knows of one symbol: its maintenance model and default margin mode.
+
+    ``partial``: Orderly's partial-liquidation rule, for a market on the
+    orderly model only; None: events carry no transfer quantity.
+    """
 
     symbol: str
     maintenance: MaintenanceModel
     default_margin_mode: MarginMode = MarginMode.CROSS
+    partial: PartialRule | None = None
+
+    def __post_init__(self) -> None:
+        if self.partial is not None and not isinstance(self.maintenance, OrderlyModel):
+            raise MarginError("a partial-liquidation rule needs the orderly model")
 
 
 @dataclass(frozen=True, slots=True)

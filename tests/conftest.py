@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from state.store.client import open_client
 from tests.helpers.config import write_config
+from watcher.demo.redis_cluster import RedisClusterServers
 from watcher.demo.redis_server import RedisServer
 
 
@@ -20,6 +21,15 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A 3-master Redis Cluster on loopback, shared by the session's cluster tests."""
+    cluster = RedisClusterServers(masters=3)
+    cluster.start()
+    yield cluster
+    cluster.close()
 
 
 @pytest.fixture

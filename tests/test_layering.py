@@ -11,6 +11,8 @@ From the bottom up; a layer may import itself and the layers it names in
               connection task.
 - ``daemon``  ``watcher/daemon/``: config, logs, engine, input consumer, app.
 - ``demo``    ``watcher/demo/``: the demo, venue sims, a throwaway redis-server.
+- ``notify``  ``watcher/notify/``: the notifier, a process of its own that reads
+              the events stream and delivers to webhooks, Slack, PagerDuty.
 - ``cli``     ``watcher/cli/``: every command; the only importer of the demo.
 """
 
@@ -40,7 +42,12 @@ LAYERS = (
     Layer("feeds", "watcher/feeds", frozenset({"core", "clock"})),
     Layer("daemon", "watcher/daemon", frozenset({"core", "store", "clock", "feeds"})),
     Layer("demo", "watcher/demo", frozenset({"core", "store", "clock", "feeds", "daemon"})),
-    Layer("cli", "watcher/cli", frozenset({"core", "store", "clock", "feeds", "daemon", "demo"})),
+    Layer("notify", "watcher/notify", frozenset({"core", "store", "clock", "daemon"})),
+    Layer(
+        "cli",
+        "watcher/cli",
+        frozenset({"core", "store", "clock", "feeds", "daemon", "demo", "notify"}),
+    ),
 )
 # What the pure core may import from outside the project: values, arithmetic,
 # text and JSON; nothing that does I/O, waits, reads a clock or logs.
@@ -56,6 +63,7 @@ CORE_ALLOWED = {
     "orjson",
     "re",
     "functools",
+    "hashlib",
     "types",
     "typing",
 }
@@ -189,6 +197,11 @@ def test_only_config_reads_the_environment() -> None:
             "watcher/feeds/probe.py",
             "from watcher.daemon import config",
             "(feeds) imports watcher.daemon.config (daemon)",
+        ),
+        (
+            "watcher/daemon/probe.py",
+            "from watcher.notify.config import parse_notify",
+            "(daemon) imports watcher.notify.config (notify)",
         ),
     ],
 )

@@ -11,6 +11,11 @@ clean stop or a crash can hang. Callers bound their waits with
 No retries in the client either: the daemon's link (watcher/daemon/link.py)
 decides what is retried, how often and with what backoff, and a one-shot
 command reports a failure rather than resending what may have been applied.
+
+A Redis Cluster gets redis-py's cluster client with the same rules: it
+follows MOVED and ASK redirections itself (the command was not run where it
+was refused, so following is always safe) and, after a connection error,
+re-reads the slot map on the next call; a failed call is the link's to retry.
 """
 
 from __future__ import annotations
@@ -18,13 +23,40 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 
-def open_client(url: str, *, connect_timeout: float = 5.0, **options: Any) -> aioredis.Redis:
-    """Return a client for ``url``: a connect timeout, no socket timeout, no retries."""
+def open_client(
+    url: str, *, cluster: bool = False, connect_timeout: float = 5.0, **options: Any
+) -> aioredis.Redis:
+    """Return a client for ``url``: a connect timeout, no socket timeout, no retries.
+
+    ``cluster``: ``url`` names one node of a Redis Cluster; the client finds
+    the others and routes each command to the node holding its slot.
+    """
     options.setdefault("retry", Retry(NoBackoff(), 0))
+    if cluster:
+        client = RedisCluster.from_url(
+            url, socket_timeout=None, socket_connect_timeout=connect_timeout, **options
+        )
+        # The two clients share their command interface; the store uses only that.
+        return client  # type: ignore[return-value]
     return aioredis.Redis.from_url(
         url, socket_timeout=None, socket_connect_timeout=connect_timeout, **options
     )
+
+
+async def drop_idle(client: aioredis.Redis) -> None:
+    """Close the connections nobody is using (after an outage: they may be dead)."""
+    if isinstance(client, RedisCluster):
+        for node in client.get_nodes():
+            await node.disconnect_free_connections()
+        return
+    await client.connection_pool.disconnect(inuse_connections=False)
+
+
+def is_cluster(client: aioredis.Redis) -> bool:
+    """Whether ``client`` talks to a Redis Cluster."""
+    return isinstance(client, RedisCluster)

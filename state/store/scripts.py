@@ -20,7 +20,7 @@ class Script:
     """A Lua script called by EVALSHA, loaded again when Redis has lost it (NOSCRIPT).
 
     redis-py's own Script objects check SCRIPT EXISTS in a round trip of
-    their own before every pipeline; this keeps a pipeline one round trip.
+    their own before every pipeline; this keeps a call one round trip.
     """
 
     def __init__(self, redis: aioredis.Redis, name: str) -> None:
@@ -29,31 +29,15 @@ class Script:
         self.source = lua_source(name)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
-    async def many(self, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
-        """Run the script once per (keys, args), pipelined, in order."""
-        results: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
-        for attempt in range(2):
-            pipe = self.redis.pipeline(transaction=False)
-            for i in todo:
-                keys, args = calls[i]
-                pipe.evalsha(self.sha, len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
-            missing = []
-            for i, reply in zip(todo, replies, strict=True):
-                if isinstance(reply, NoScriptError) and attempt == 0:
-                    missing.append(i)
-                elif isinstance(reply, Exception):
-                    raise reply
-                else:
-                    results[i] = reply
-            if not missing:
-                break
-            # A restarted Redis: nothing of these ran; load the script and rerun them.
-            await self.redis.script_load(self.source)
-            todo = missing
-        return results
-
     async def one(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run the script once."""
-        return (await self.many([(keys, args)]))[0]
+        """Run the script once (one round trip; two after Redis lost it: NOSCRIPT).
+
+        Its keys are one shard's, so on a Redis Cluster the call goes to the
+        node holding that slot (redirections are followed by the client).
+        """
+        try:
+            return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # A restarted or promoted Redis: nothing ran; load the script and run it.
+            await self.redis.script_load(self.source)
+            return await self.redis.evalsha(self.sha, len(keys), *keys, *args)

@@ -18,6 +18,7 @@ from state.account import AccountState
 from state.changes import ChangeSet
 from state.errors import StoreError
 from state.keys import Direction, Keys
+from state.store.client import is_cluster
 from state.store.scripts import Script
 
 
@@ -63,6 +64,8 @@ class TickRow:
     source: str
     down_bound: float
     up_bound: float
+    # venue_ts of the symbol's last mark whose decisions are all committed (0: none).
+    done_ts: int = 0
 
 
 class Store:
@@ -124,6 +127,24 @@ class Store:
             return "renewed"
         return "acquired" if await self.redis.set(key, owner, nx=True, px=ttl_ms) else ""
 
+    async def processed_marks(self, symbols: Sequence[str]) -> dict[str, int | None]:
+        """Per symbol, the venue_ts of the last mark whose decisions this shard has all committed.
+
+        None where none is recorded (a shard never decided, or before this field existed).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for symbol in symbols:
+            pipe.hget(self.keys.mark(symbol), "done_ts")
+        replies = await pipe.execute()
+        return {
+            s: int(r) or None if r is not None else None
+            for s, r in zip(symbols, replies, strict=True)
+        }
+
+    async def renew_lease(self, owner: str, ttl_ms: int) -> bool:
+        """Extend the input lease if it is still ours; False if it lapsed or another holds it."""
+        return bool(await self._renew.one([self.keys.input_lease], [owner, ttl_ms]))
+
     async def release_lease(self, owner: str) -> None:
         """Give the lease up at shutdown so another instance need not wait for it to lapse."""
         await self._release.one([self.keys.input_lease], [owner])
@@ -156,6 +177,7 @@ class Store:
                 r.source,
                 repr(r.down_bound),
                 repr(r.up_bound),
+                r.done_ts,
             ]
         replies = await self._tick.one(keys, args)
         flat = replies[-1]
@@ -187,9 +209,9 @@ class Store:
         """Record a symbol's LIVE/STALE transition."""
         await self.redis.hset(self.keys.mark(symbol), "status", status)
 
-    async def drop_heartbeat(self, instance: str) -> None:
+    async def drop_heartbeat(self, instance: str, key: str | None = None) -> None:
         """Delete the heartbeat key at a clean stop, if ``instance`` wrote the current one."""
-        await self._drop_heartbeat.one([self.keys.health], [instance])
+        await self._drop_heartbeat.one([key or self.keys.health], [instance])
 
     async def liquidating_before(self, ms: int) -> tuple[int, str | None, int]:
         """Count liquidations claimed before ``ms``; name the oldest and its claim time."""
@@ -208,19 +230,24 @@ class Store:
         *,
         batch: int = 1000,
         progress: Callable[[int], None] | None = None,
+        streams: Sequence[str] | None = None,
     ) -> int:
         """Append each message as ``msg`` to the input stream, in order; return how many.
 
-        ``progress`` is called after each pipelined batch with the number
-        appended so far.
+        ``streams``: the input stream of each message (its account's shard),
+        when there are several; else this shard's. ``progress`` is called
+        after each pipelined batch with the number appended so far.
         """
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
+        if streams is not None and len(streams) != len(messages):
+            raise ValueError("one stream per message")
         done = 0
         for start in range(0, len(messages), batch):
             pipe = self.redis.pipeline(transaction=False)
-            for message in messages[start : start + batch]:
-                pipe.xadd(self.keys.input, {"msg": message})
+            for i in range(start, min(start + batch, len(messages))):
+                stream = self.keys.input if streams is None else streams[i]
+                pipe.xadd(stream, {"msg": messages[i]})
             await pipe.execute()
             done = min(start + batch, len(messages))
             if progress is not None:
@@ -230,7 +257,16 @@ class Store:
     async def scan_accounts(self, cursor: int, count: int) -> tuple[int, list[str]]:
         """One SCAN step over the account hashes: (next cursor, 0 when done; account names)."""
         prefix = self.keys.account("")
-        nxt, found = await self.redis.scan(cursor, match=prefix + "*", count=count)
+        if is_cluster(self.redis):
+            # SCAN walks one node: the one holding this shard's slot.
+            node = self.redis.get_node_from_key(prefix)  # type: ignore[attr-defined]
+            cursors: Any
+            cursors, found = await self.redis.scan(
+                cursor, match=prefix + "*", count=count, target_nodes=node
+            )
+            nxt = next(iter(cursors.values()))
+        else:
+            nxt, found = await self.redis.scan(cursor, match=prefix + "*", count=count)
         names = [(k.decode() if isinstance(k, bytes) else k)[len(prefix) :] for k in found]
         return int(nxt), names
 

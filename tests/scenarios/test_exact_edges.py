@@ -15,7 +15,7 @@ import pytest
 
 from state import margin
 from state.models import FlatModel, MarginMode, Position
-from tests.helpers.harness import Harness
+from tests.helpers.harness import topology_harness
 
 ETH = "PERP_ETH_USDC"
 BTC = "PERP_BTC_USDC"
@@ -68,14 +68,15 @@ def messages(account: str, mode: MarginMode, qty: Decimal, collateral: Decimal) 
     ("name", "mode", "qty", "collateral", "root"), CASES, ids=[c[0] for c in CASES]
 )
 async def test_a_mark_on_the_price_liquidates_only_at_equality(
-    redis_server, redis_client, at_equality, name, mode, qty, collateral, root
+    redis_server, redis_client, topology, at_equality, name, mode, qty, collateral, root
 ) -> None:
     """Short of, on, and past the price: each decision is the Decimal rule's."""
     assert health(mode, qty, collateral, root) == 0
     extra = f"[liquidation]\nat_equality = {'true' if at_equality else 'false'}\n"
     away = TICK if qty > 0 else -TICK  # toward safety
-    async with Harness(redis_server.url, {ETH: "3000"}, markets=MARKETS, extra=extra) as h:
-        await h.start()
+    async with topology_harness(
+        topology[0], redis_server.url, topology[1], {ETH: "3000"}, markets=MARKETS, extra=extra
+    ) as h:
         await h.tick({ETH: "3000"})
         await h.send(*messages("X", mode, qty, collateral))
         await h.drained()
@@ -93,7 +94,9 @@ async def test_a_mark_on_the_price_liquidates_only_at_equality(
 
 
 @pytest.mark.parametrize("at_equality", [False, True], ids=["strict", "at-equality"])
-async def test_a_two_leg_cross_account_at_zero_health(redis_server, redis_client, at_equality):
+async def test_a_two_leg_cross_account_at_zero_health(
+    redis_server, redis_client, topology, at_equality
+):
     """Long ETH, short BTC: health exactly 0 at (2900, 61000); the rule decides it."""
     # balance + (2900 - 3000) - (61000 - 60000) * 0.1 ... with maintenance 0.01*2900 + 0.02*6100
     legs = [
@@ -105,10 +108,14 @@ async def test_a_two_leg_cross_account_at_zero_health(redis_server, redis_client
     balance = -margin.evaluate_cross(D(0), legs, models, at).health
     assert margin.evaluate_cross(balance, legs, models, at).health == 0
     extra = f"[liquidation]\nat_equality = {'true' if at_equality else 'false'}\n"
-    async with Harness(
-        redis_server.url, {ETH: "3000", BTC: "60000"}, markets=MARKETS, extra=extra
+    async with topology_harness(
+        topology[0],
+        redis_server.url,
+        topology[1],
+        {ETH: "3000", BTC: "60000"},
+        markets=MARKETS,
+        extra=extra,
     ) as h:
-        await h.start()
         await h.tick({ETH: "3000", BTC: "60000"})
         await h.send(
             {"type": "balance", "account": "Y", "balance": str(balance)},

@@ -7,7 +7,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from tests.helpers.harness import Harness
+from tests.helpers.harness import Harness, topology_harness
 from watcher.demo.redis_server import RedisServer
 
 ETH = "PERP_ETH_USDC"
@@ -16,9 +16,9 @@ SOL = "PERP_SOL_USDC"
 
 
 @pytest.fixture
-async def h(redis_server: RedisServer, redis_client):
-    async with Harness(redis_server.url, {ETH: "3000", BTC: "60000", SOL: "150"}) as harness:
-        await harness.start()
+async def h(redis_server: RedisServer, redis_client, topology):
+    prices = {ETH: "3000", BTC: "60000", SOL: "150"}
+    async with topology_harness(*topology[:1], redis_server.url, topology[1], prices) as harness:
         await harness.tick({ETH: "3000", BTC: "60000", SOL: "150"})
         yield harness
 
@@ -71,9 +71,11 @@ async def test_example_7_cross_at_2300(h: Harness) -> None:
         "mark_ts",
         "detected_ts",
         "seq",
+        # Optional fields (after the original 13): a cross event's balance.
+        "balance",
     }
     # The isolated short is untouched and still watched.
-    assert await h.redis.zscore(h.daemon.store.keys.index(ETH, "up"), "I|A") is not None
+    assert await h.redis.zscore(h.keys("A").index(ETH, "up"), "I|A") is not None
 
 
 async def test_example_7_isolated_at_3300(h: Harness) -> None:
@@ -87,7 +89,7 @@ async def test_example_7_isolated_at_3300(h: Harness) -> None:
     assert position["qty"] == "-1"
     assert cents(event["liq_price"]) == Decimal("3280.32")
     # The cross account is untouched and still watched.
-    assert await h.redis.zscore(h.daemon.store.keys.index(ETH, "down"), "C|A") is not None
+    assert await h.redis.zscore(h.keys("A").index(ETH, "down"), "C|A") is not None
 
 
 async def test_three_legs_profit_offsets_loss_then_one_event(h: Harness) -> None:

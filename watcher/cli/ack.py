@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+import redis.asyncio as aioredis
+
 from state.store.generation import Generation, GenerationStore
 from watcher.cli.context import settings_from, with_redis
 from watcher.clock import wall_ms
@@ -29,8 +31,14 @@ def ack_text(before: Generation | None, after: Generation) -> str:
 def ack_command(args: argparse.Namespace) -> int:
     """Acknowledge a data loss the daemons reported; print what was acknowledged."""
     settings = settings_from(args.config)
-    before, after = with_redis(
-        settings, lambda r: GenerationStore(r, settings.keys).acknowledge(wall_ms())
-    )
-    print(ack_text(before, after))
+
+    async def acknowledge(redis: aioredis.Redis) -> list[tuple[Generation | None, Generation]]:
+        # Every shard keeps its own marker (on a cluster, a node may lose its shards alone).
+        now = wall_ms()
+        return [await GenerationStore(redis, k).acknowledge(now) for k in settings.shard_keys()]
+
+    results = with_redis(settings, acknowledge)
+    for keys, (before, after) in zip(settings.shard_keys(), results, strict=True):
+        prefix = f"shard {keys.shard}: " if settings.shards > 1 else ""
+        print(prefix + ack_text(before, after))
     return 0

@@ -51,7 +51,9 @@ def one_shot_client(settings: Settings) -> aioredis.Redis:
     A one-shot command reports a failure instead of resending a pipeline
     that may have been applied already.
     """
-    return open_client(settings.redis_url, connect_timeout=CONNECT_TIMEOUT)
+    return open_client(
+        settings.redis_url, cluster=settings.redis_cluster, connect_timeout=CONNECT_TIMEOUT
+    )
 
 
 class NoAnswer(LiqwatchError):

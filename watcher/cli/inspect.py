@@ -10,9 +10,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from watcher.cli import tables, views
+from state.keys import Keys
+from watcher.cli import sharded, tables, views
 from watcher.cli.context import Failed, settings_from, with_redis
 from watcher.clock import wall_ms
+from watcher.daemon.config import Settings
 
 # Each view: its help line and its renderer (views.read_* is chosen in inspect_command).
 VIEWS: dict[str, tuple[str, Callable[[Any], str]]] = {
@@ -93,9 +95,41 @@ def inspect_command(args: argparse.Namespace) -> int:
         "stats": lambda r: views.read_stats(r, keys),
         "executors": lambda r: views.read_executors(r, keys.events, now, warn_after),
     }
+    if settings.shards > 1:
+        readers.update(_sharded_readers(args, settings.shard_keys(), settings, now, warn_after))
     result = with_redis(settings, readers[args.view])
     if result is None:
         raise Failed(f"no account {args.account!r} in Redis at {settings.redacted_redis_url}")
     _, render = VIEWS[args.view]
+    if args.view == "executors" and settings.shards > 1:
+        render = _executors_of_shards
     print(json.dumps(result, indent=2) if args.json else render(result))
     return 0
+
+
+def _sharded_readers(
+    args: argparse.Namespace,
+    shards: list[Keys],
+    settings: Settings,
+    now: int,
+    warn_after: float,
+) -> dict[str, Callable[[aioredis.Redis], Awaitable[Any]]]:
+    """The views over several shards (see :mod:`watcher.cli.sharded`)."""
+    markets = settings.markets
+    symbols = sorted({s for feed in settings.feeds for s in feed.position_symbols} | set(markets))
+    return {
+        "account": lambda r: sharded.read_account(
+            r, shards, markets, args.account, at_equality=settings.at_equality
+        ),
+        "symbol": lambda r: sharded.read_symbol(r, shards, args.symbol, args.limit, now),
+        "marks": lambda r: sharded.read_marks(r, shards, symbols, now),
+        "events": lambda r: sharded.read_stream(r, shards, args.count, views.read_events),
+        "liquidating": lambda r: sharded.read_liquidating(r, shards, now),
+        "dead": lambda r: sharded.read_stream(r, shards, args.count, views.read_dead),
+        "stats": lambda r: sharded.read_stats(r, shards),
+        "executors": lambda r: sharded.read_executors(r, shards, now, warn_after),
+    }
+
+
+def _executors_of_shards(view: Any) -> str:
+    return "\n\n".join(tables.executors_text(part) for part in view["streams"])

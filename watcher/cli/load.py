@@ -14,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from state.inputs import LoadError, validate_lines
+from state.inputs import LoadError, parse_input, validate_lines
+from state.keys import Keys
+from state.shards import shard_of
 from state.store import Store
 from watcher.cli.context import (
     EXIT_FAILED,
@@ -24,6 +26,7 @@ from watcher.cli.context import (
     settings_from,
     with_redis,
 )
+from watcher.daemon.config import Settings
 
 # Bad lines listed before the total.
 MAX_SHOWN_ERRORS = 20
@@ -114,13 +117,14 @@ def load_command(args: argparse.Namespace) -> int:
     except LoadError as exc:
         print(load_error_text(exc), file=sys.stderr)
         return EXIT_FAILED
+    streams = _routes(messages, settings) if settings.shards > 1 else None
     progress = Progress(len(messages), sys.stderr, enabled=sys.stderr.isatty())
     started = time.monotonic()
     try:
         count = with_redis(
             settings,
             lambda r: Store(r, settings.keys).append_input(
-                messages, batch=args.batch, progress=progress
+                messages, batch=args.batch, progress=progress, streams=streams
             ),
             timeout=None,
         )
@@ -133,5 +137,19 @@ def load_command(args: argparse.Namespace) -> int:
             EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_FAILED,
         ) from None
     progress.close()
-    print(summary_line(count, time.monotonic() - started, settings.keys.input))
+    where = settings.keys.input
+    if streams is not None:
+        where = (
+            f"{settings.prefix}:{{0..{settings.shards - 1}}}:in (each line to its account's shard)"
+        )
+    print(summary_line(count, time.monotonic() - started, where))
     return 0
+
+
+def _routes(messages: list[bytes], settings: Settings) -> list[str]:
+    """The input stream of each (validated) message: its account's shard's."""
+    count, markets = settings.shards, settings.markets
+    return [
+        Keys(settings.prefix, shard_of(parse_input(m, markets).account, count)).input
+        for m in messages
+    ]

@@ -14,7 +14,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import structlog
 
@@ -28,9 +28,14 @@ from watcher.cli.context import (
     scrub,
     settings_from,
 )
+from watcher.cli.explain import add_explain_arguments, explain_command
 from watcher.cli.health import health_command
 from watcher.cli.inspect import VIEWS, add_view_arguments, inspect_command, positive_int
 from watcher.cli.load import load_command
+from watcher.cli.notify import notify_command
+from watcher.cli.record import DemoRecording, add_record_arguments, record_command
+from watcher.cli.replay import add_replay_arguments, replay_command
+from watcher.cli.risk import add_map_arguments, add_whatif_arguments, map_command, whatif_command
 from watcher.cli.trim import add_trim_arguments, trim_command
 
 
@@ -56,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--accounts", type=positive_int, metavar="N", help="accounts in the book")
     demo.add_argument("--seed", type=int, metavar="S", help="random seed")
     demo.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    demo.add_argument(
+        "--record",
+        type=Path,
+        metavar="DIR",
+        help="record the run (marks, input, events) in DIR for liqwatch replay",
+    )
     load = commands.add_parser("load", help="validate a JSONL file, then append it to the input")
     config(load)
     load.add_argument("input", metavar="INPUT.jsonl", help="one update per line; - for stdin")
@@ -85,6 +96,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config(trim)
     add_trim_arguments(trim)
+    notify = commands.add_parser(
+        "notify", help="deliver liquidation events to webhooks, Slack and PagerDuty"
+    )
+    config(notify)
+    risk_map = commands.add_parser(
+        "map", help="a symbol's liquidation map: what each step down and up would liquidate"
+    )
+    config(risk_map)
+    add_map_arguments(risk_map)
+    whatif = commands.add_parser(
+        "whatif", help="what moved marks or other maintenance parameters would liquidate"
+    )
+    config(whatif)
+    add_whatif_arguments(whatif)
+    explain = commands.add_parser(
+        "explain", help="re-derive a liquidation from its stored event; exit 1 if it does not"
+    )
+    config(explain)
+    add_explain_arguments(explain)
+    record = commands.add_parser("record", help="append every accepted mark to a JSONL file")
+    config(record)
+    add_record_arguments(record)
+    replay = commands.add_parser(
+        "replay", help="run the engine over recorded marks and input on a throwaway Redis"
+    )
+    add_replay_arguments(replay)
     return parser
 
 
@@ -137,11 +174,13 @@ def _innermost(exc: BaseException) -> BaseException:
 def _demo(args: argparse.Namespace) -> int:
     from watcher.demo.runner import run_demo  # lazily, as for run
 
-    options = {
+    options: dict[str, Any] = {
         name: value
         for name in ("accounts", "seed", "duration")
         if (value := getattr(args, name)) is not None
     }
+    if args.record is not None:
+        options["companion"] = DemoRecording(args.record)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how the demo ends
         asyncio.run(run_demo(**options))
     return 0
@@ -155,4 +194,10 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "health": health_command,
     "trim": trim_command,
     "ack-data-loss": ack_command,
+    "notify": notify_command,
+    "map": map_command,
+    "whatif": whatif_command,
+    "explain": explain_command,
+    "record": record_command,
+    "replay": replay_command,
 }

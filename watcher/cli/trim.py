@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+import redis.asyncio as aioredis
+
 from state.store.retention import GroupBound, TrimResult, trim_acked
 from watcher.cli.context import settings_from, with_redis
 from watcher.cli.tables import num, table
@@ -44,12 +46,14 @@ def add_trim_arguments(parser: argparse.ArgumentParser) -> None:
 def trim_command(args: argparse.Namespace) -> int:
     """Trim ``args.stream`` and print what went (or would), the MINID and each group's bound."""
     settings = settings_from(args.config)
-    keys = settings.keys
-    stream = keys.events if args.stream == "events" else keys.input
-    result = with_redis(
-        settings, lambda r: trim_acked(r, stream, keep=args.keep, dry_run=args.dry_run)
-    )
-    print(trim_text(result))
+    # Every shard's stream, each trimmed by its own groups (one shard: just the one).
+    streams = [k.events if args.stream == "events" else k.input for k in settings.shard_keys()]
+
+    async def trim(redis: aioredis.Redis) -> list[TrimResult]:
+        return [await trim_acked(redis, s, keep=args.keep, dry_run=args.dry_run) for s in streams]
+
+    results = with_redis(settings, trim)
+    print("\n\n".join(trim_text(result) for result in results))
     return 0
 
 

@@ -24,6 +24,7 @@ from state.decisions import judge_cross, judge_isolated
 from state.events import EventError, LiquidationEvent
 from state.keys import INPUT_GROUP, Keys, split_index_member
 from state.models import MaintenanceModel, MarginMode, Market, Position
+from state.store.client import is_cluster
 from state.store.retention import count_entries
 
 # The input consumer's group on the input stream.
@@ -507,7 +508,10 @@ async def read_executors(
     redis: aioredis.Redis, stream: str, now_ms: int, warn_after_s: float
 ) -> Json:
     """Read every consumer group of ``stream``: consumers, pending entries, their age, lag."""
-    pipe = redis.pipeline(transaction=True)
+    # One transaction where Redis is one server; a cluster client's
+    # transactions are not reliable in redis-py's asyncio client, and the
+    # keys are one stream's, so there it is a plain pipeline to one node.
+    pipe = redis.pipeline(transaction=not is_cluster(redis))
     pipe.xinfo_stream(stream)
     pipe.xinfo_groups(stream)
     info, groups = await pipe.execute(raise_on_error=False)
@@ -523,7 +527,7 @@ async def read_executors(
 async def _read_group(redis: aioredis.Redis, stream: str, info: Mapping[str, Any]) -> Json:
     name, last = _text(info["name"]), _text(info["last-delivered-id"])
     # One transaction: the pending summary and the oldest entry agree.
-    pipe = redis.pipeline(transaction=True)
+    pipe = redis.pipeline(transaction=not is_cluster(redis))
     pipe.xinfo_consumers(stream, name)
     pipe.xpending(stream, name)
     pipe.xpending_range(stream, name, min="-", max="+", count=1)

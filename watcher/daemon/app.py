@@ -1,4 +1,4 @@
-"""The daemon: one TaskGroup owning the feeds, the engine, the input consumer and the heartbeat.
+"""The daemon: one TaskGroup owning the feeds, the shards it runs and the heartbeat.
 
 Redis faults are ridden out (:mod:`watcher.daemon.link`): the daemon starts,
 runs and stops while Redis is away, DEGRADED and saying so. Lost data is
@@ -12,9 +12,11 @@ import contextlib
 import gc
 import os
 import signal
+import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
-from typing import Any
+from collections.abc import Iterator
+from decimal import Decimal
+from functools import partial
 
 import orjson
 import redis.asyncio as aioredis
@@ -22,8 +24,8 @@ import structlog
 
 from state.rules import Rules
 from state.store import Store
-from state.store.client import open_client
-from state.store.generation import GenerationStore
+from state.store.client import drop_idle, open_client
+from state.store.shards import ShardStore
 from watcher.clock import wall_ms
 from watcher.daemon.audit import Auditor
 from watcher.daemon.config import Settings
@@ -31,7 +33,9 @@ from watcher.daemon.consumer import InputConsumer
 from watcher.daemon.engine import Engine
 from watcher.daemon.guard import DataGuard, DataState
 from watcher.daemon.lag import LagMeter
-from watcher.daemon.link import LinkClosed, RedisLink
+from watcher.daemon.link import LinkState, RedisLink
+from watcher.daemon.shards import Coordinator
+from watcher.daemon.unit import ShardUnit, closing_quietly, until_stop
 from watcher.feeds import make_venue
 from watcher.feeds.backoff import Backoff
 from watcher.feeds.book import MarkBook
@@ -40,48 +44,100 @@ from watcher.feeds.spec import FeedSpec
 
 
 class Daemon:
-    """Wire the components of one liqwatch process together."""
+    """Wire the components of one liqwatch process together.
+
+    With one shard (the default) the process runs that shard always: every
+    instance decides every tick (a second instance is a hot standby whose
+    duplicate claims the guards refuse) and the input lease only picks who
+    applies input. With S shards the process is a worker: a
+    :class:`Coordinator` holds its share of the shards through their leases
+    and it runs a :class:`ShardUnit` (engine, input, guard, audit) for each.
+    Feeds and the mark book are the process's, shared by its units.
+    """
 
     def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
         self.settings = settings
-        self.store = Store(redis, settings.keys)
-        self.rules = Rules(
-            settings.keys, settings.markets, settings.at_equality, settings.liq_id_ttl
-        )
+        self.redis = redis
         self.book = MarkBook.from_feeds(settings.feeds)
-        self.link = RedisLink(
-            timeout=settings.redis_timeout,
-            backoff_cap=settings.redis_backoff_cap,
-            drop_idle=lambda: redis.connection_pool.disconnect(inuse_connections=False),
-        )
-        self.engine = Engine(self.store, self.rules, self.book, link=self.link)
-        self.consumer = InputConsumer(
-            self.store,
-            self.rules,
-            owner=settings.instance,
-            live_marks=self.engine.live_marks,
-            generation=lambda: self.engine.generation,
-            nudge=self.engine.nudge,
-            link=self.link,
-            lease_ttl=settings.lease_ttl,
-            batch=settings.input_batch,
-            max_deliveries=settings.max_deliveries,
-        )
-        self.guard = DataGuard(GenerationStore(redis, settings.keys), self.link, hold=self._hold)
-        self.auditor = Auditor(
-            self.store,
-            self.rules,
-            self.link,
-            live_marks=self.engine.live_marks,
-            nudge=self.engine.nudge,
-            held=lambda: self.engine.held,
-            interval=settings.audit_interval,
-            batch=settings.audit_batch,
-        )
+        self.link = self._new_link()
+        self.shard_store = ShardStore(redis, settings.keys, settings.shards)
+        self.coordinator: Coordinator | None = None
+        self.unit: ShardUnit | None = None
+        if settings.shards == 1:
+            self.unit = self.make_unit(0)
+        else:
+            self.coordinator = Coordinator(
+                self.shard_store,
+                self.link,
+                worker=settings.instance,
+                lease_ttl=settings.lease_ttl,
+                make_unit=self.make_unit,
+            )
         self.feed_stats = [FeedStats() for _ in settings.feeds]
         self.lag = LagMeter()
-        self._flushed: Counter[str] = Counter()
         self.log = structlog.get_logger().bind(instance=settings.instance)
+
+    def _new_link(self, shard: int | None = None) -> RedisLink:
+        return RedisLink(
+            timeout=self.settings.redis_timeout,
+            backoff_cap=self.settings.redis_backoff_cap,
+            drop_idle=lambda: drop_idle(self.redis),
+            shard=shard,
+        )
+
+    def make_unit(self, shard: int) -> ShardUnit:
+        """The unit of one shard, taking ticks from this process's book.
+
+        Several shards: each unit has a link of its own. On a Redis Cluster a
+        shard lives on one node; while that node fails over, only the shards
+        on it are DEGRADED (and reconcile after), not the whole worker.
+        """
+        sharded = self.settings.shards > 1
+        link = self._new_link(shard) if sharded else self.link
+        return ShardUnit(shard, self.settings, self.redis, self.book, link, shared_book=sharded)
+
+    @property
+    def links(self) -> list[RedisLink]:
+        """The process's link and each unit's (one shard: the same one)."""
+        return [self.link, *(u.link for u in self.units if u.link is not self.link)]
+
+    # One shard: its components, as the tests and the demo reach them.
+    def _only(self) -> ShardUnit:
+        if self.unit is None:
+            raise AttributeError("a sharded worker has no single unit: see .units")
+        return self.unit
+
+    @property
+    def engine(self) -> Engine:
+        return self._only().engine
+
+    @property
+    def store(self) -> Store:
+        return self._only().store
+
+    @property
+    def consumer(self) -> InputConsumer:
+        return self._only().consumer
+
+    @property
+    def guard(self) -> DataGuard:
+        return self._only().guard
+
+    @property
+    def auditor(self) -> Auditor:
+        return self._only().auditor
+
+    @property
+    def rules(self) -> Rules:
+        return self._only().rules
+
+    @property
+    def units(self) -> list[ShardUnit]:
+        """The units this process runs now, by shard."""
+        if self.unit is not None:
+            return [self.unit]
+        assert self.coordinator is not None
+        return self.coordinator.units
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop``; then finish the work in flight and return."""
@@ -89,7 +145,9 @@ class Daemon:
         self.log.info(
             "daemon.starting",
             redis=s.redacted_redis_url,
+            cluster=s.redis_cluster,
             prefix=s.prefix,
+            shards=s.shards,
             feeds=[f.venue for f in s.feeds],
             markets=len(s.markets),
         )
@@ -100,13 +158,15 @@ class Daemon:
             ]
             tg.create_task(self.lag.run(stop), name="loop-lag")
             # Marks flow into the book while the rest waits for Redis, if it must.
-            started = await _until(stop, self.guard.start())
+            started = await until_stop(stop, self._start())
             if started:
-                tg.create_task(_closing(self.engine.run(stop)), name="engine")
-                tg.create_task(_closing(self.consumer.run(stop)), name="input")
-                tg.create_task(_closing(self._heartbeat(stop)), name="heartbeat")
-                if s.audit_enabled:
-                    tg.create_task(_closing(self.auditor.run(stop)), name="audit")
+                if self.unit is not None:
+                    serve = self.unit.serve(stop, fresh=False)
+                    tg.create_task(closing_quietly(serve), name="shard-0")
+                else:
+                    assert self.coordinator is not None
+                    tg.create_task(closing_quietly(self.coordinator.run(stop)), name="shards")
+                tg.create_task(closing_quietly(self._heartbeat(stop)), name="heartbeat")
             await stop.wait()
             self.log.info("daemon.stopping", redis=self.link.state.value)
             # Feeds stop taking ticks at once; the engine and the input consumer
@@ -114,25 +174,40 @@ class Daemon:
             # on a Redis that does not answer gives up.
             for task in feeds:
                 task.cancel()
-            self.link.close()
+            for link in self.links:
+                link.close()
         if started:
             await self.link.once("heartbeat.drop", self._drop_heartbeat)
         self.log.info("daemon.stopped")
 
-    def _hold(self, held: bool) -> None:
-        self.engine.held = held
-        if not held:
-            self.engine.reconcile()
+    async def _start(self) -> None:
+        """Check the shard count Redis records; one shard: adopt its data generation."""
+        await self.link.call("shards.count", self.shard_store.record_count)
+        if self.unit is not None:
+            await self.unit.guard.start()
+            self.unit.started = True
+
+    @property
+    def heartbeat_key(self) -> str:
+        """One shard: the process's heartbeat; several: this worker's own."""
+        keys = self.settings.keys
+        return keys.health if self.unit is not None else keys.worker_health(self.settings.instance)
 
     async def _drop_heartbeat(self) -> None:
-        await self.store.drop_heartbeat(self.settings.instance)
+        await self.units_store().drop_heartbeat(self.settings.instance, self.heartbeat_key)
+
+    def units_store(self) -> Store:
+        """A store to run process-wide calls with (its shard does not matter)."""
+        return Store(self.redis, self.settings.keys)
 
     @property
     def state(self) -> str:
         """OK, DEGRADED (Redis does not answer) or DATA_LOST (held until acknowledged)."""
-        if self.guard.state is DataState.DATA_LOST:
+        if any(u.data_lost for u in self.units):
             return DataState.DATA_LOST.value
-        return self.link.state.value
+        if any(link.state is LinkState.DEGRADED for link in self.links):
+            return LinkState.DEGRADED.value
+        return LinkState.OK.value
 
     async def _feed(self, feed: FeedSpec, stats: FeedStats) -> None:
         s = self.settings
@@ -149,30 +224,26 @@ class Daemon:
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         interval = self.settings.heartbeat_interval
         while not stop.is_set():
-            await self.guard.check()
+            for unit in self.units:
+                if unit.started:
+                    await unit.guard.check()
             await self.beat()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await stop.wait()
 
     async def beat(self) -> None:
-        """Write the heartbeat key (with a TTL) and flush counters into the stats hash."""
+        """Write the heartbeat key (with a TTL) and flush counters into each shard's stats hash."""
         s = self.settings
-        live = self.engine.live_marks()
+        units = [u for u in self.units if u.started]
+        live = self._live_marks()
         now_ms = wall_ms()
         body: dict[str, object] = {
             "instance": s.instance,
             "pid": os.getpid(),
             "ts": now_ms,
             "state": self.state,
-            "redis": {
-                "state": self.link.state.value,
-                "outages": self.link.outages,
-                "last_error": self.link.last_error,
-            },
-            "generation": None if self.guard.seen is None else self.guard.seen.id,
-            "held": self.guard.reason,
-            "input_leader": self.consumer.leader,
+            "redis": self._redis_status(),
             "live": sorted(live),
             "stale": sorted(self.book.symbols - live.keys()),
             "feeds": [
@@ -187,32 +258,88 @@ class Daemon:
             "rejected": dict(self.book.rejected),
             "loop_lag_ms": round(self.lag.take() * 1000, 1),
         }
+        if self.unit is not None:
+            guard = self.unit.guard
+            body["generation"] = None if guard.seen is None else guard.seen.id
+            body["held"] = guard.reason
+            body["input_leader"] = self.unit.consumer.leader
+        else:
+            assert self.coordinator is not None
+            c = self.coordinator
+            body["generation"] = {
+                str(u.shard): None if u.guard.seen is None else u.guard.seen.id for u in units
+            }
+            body["held"] = next((u.guard.reason for u in units if u.guard.reason), None)
+            body["input_leader"] = [u.shard for u in units if u.consumer.leader]
+            body["shards"] = {
+                "count": s.shards,
+                "held": c.held,
+                "share": c.share,
+                "workers": c.workers,
+                "taken": c.taken,
+                "handed_back": c.handed_back,
+                "lost": c.lost,
+            }
         stuck_before = now_ms - int(s.stuck_after * 1000)
-        count, oldest, since = await self.link.call(
-            "stuck", lambda: self.store.liquidating_before(stuck_before)
-        )
-        if count:
-            self.log.warning(
-                "liquidation.stuck",
-                count=count,
-                oldest=oldest,
-                oldest_age_s=round((now_ms - since) / 1000, 1),
+        stuck = 0
+        for unit in units:
+            count, oldest, since = await self.link.call(
+                "stuck", partial(unit.store.liquidating_before, stuck_before)
             )
-            body["stuck_liquidations"] = count
-        totals = self.engine.counters + self.consumer.counters + self.auditor.counters
-        deltas = {n: v - self._flushed[n] for n, v in totals.items() if v != self._flushed[n]}
+            if count:
+                self.log.warning(
+                    "liquidation.stuck",
+                    shard=unit.shard,
+                    count=count,
+                    oldest=oldest,
+                    oldest_age_s=round((now_ms - since) / 1000, 1),
+                )
+                stuck += count
+        if stuck:
+            body["stuck_liquidations"] = stuck
+        flushes = []
+        for unit in units:
+            totals = unit.counters
+            deltas = {n: v - unit.flushed[n] for n, v in totals.items() if v != unit.flushed[n]}
+            flushes.append((unit, totals, deltas))
 
         async def write() -> bool:
-            pipe = self.store.redis.pipeline(transaction=False)
-            pipe.set(s.keys.health, orjson.dumps(body), px=int(s.heartbeat_ttl * 1000))
-            for name, delta in deltas.items():
-                pipe.hincrby(s.keys.stats, name, delta)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(self.heartbeat_key, orjson.dumps(body), px=int(s.heartbeat_ttl * 1000))
+            for unit, _, deltas in flushes:
+                for name, delta in deltas.items():
+                    pipe.hincrby(unit.keys.stats, name, delta)
             await pipe.execute()
             return True
 
         # Once: a counter flush retried after a lost answer would count twice.
         if await self.link.once("heartbeat", write):
-            self._flushed = Counter(totals)
+            for unit, totals, _ in flushes:
+                unit.flushed = Counter(totals)
+
+    def _redis_status(self) -> dict[str, object]:
+        links = self.links
+        degraded = [u.shard for u in self.units if u.link.state is LinkState.DEGRADED]
+        down = any(link.state is LinkState.DEGRADED for link in links)
+        status: dict[str, object] = {
+            "state": (LinkState.DEGRADED if down else LinkState.OK).value,
+            "outages": sum(link.outages for link in links),
+            "last_error": next((x.last_error for x in links if x.last_error), None),
+        }
+        if self.unit is None:
+            status["degraded_shards"] = degraded
+        return status
+
+    def _live_marks(self) -> dict[str, Decimal]:
+        """The live marks as the units see them (any unit: they share the book)."""
+        for unit in self.units:
+            return unit.engine.live_marks()
+        now = time.monotonic()
+        return {
+            symbol: mark.price
+            for symbol in self.book.symbols
+            if (mark := self.book.latest(symbol)) is not None and self.book.is_fresh(mark, now)
+        }
 
 
 @contextlib.contextmanager
@@ -228,29 +355,6 @@ def _signals(stop: asyncio.Event) -> Iterator[None]:
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-
-
-async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> bool:
-    """Run ``work`` unless ``stop`` comes first; say whether it ran to the end."""
-    task = asyncio.ensure_future(work)
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, LinkClosed):
-            await task
-        return False
-    task.result()
-    return True
-
-
-async def _closing(work: Coroutine[Any, Any, None]) -> None:
-    """Run a component; at a stop while Redis does not answer, it gives up quietly."""
-    with contextlib.suppress(LinkClosed):
-        await work
 
 
 def tune_gc() -> None:
@@ -272,7 +376,7 @@ async def run_daemon(settings: Settings, *, stop: asyncio.Event | None = None) -
     """Run liqwatch until SIGTERM/SIGINT (or ``stop``); return after a clean shutdown."""
     stop = stop or asyncio.Event()
     tune_gc()
-    redis = open_client(settings.redis_url)
+    redis = open_client(settings.redis_url, cluster=settings.redis_cluster)
     try:
         with _signals(stop):
             await Daemon(settings, redis).run(stop)

@@ -23,7 +23,11 @@ from state.models import (
     MarginMode,
     Market,
     OrderlyModel,
+    PartialRule,
+    Tier,
 )
+from state.partial import MIN_TAKEOVER, default_rule
+from state.shards import MAX_SHARDS
 from watcher.feeds import VENUES
 from watcher.feeds.errors import quote
 from watcher.feeds.spec import (
@@ -117,6 +121,9 @@ AUDIT_NUMBERS = {
 EXECUTORS_NUMBERS = {
     "warn_after": Bound(float, MIN_WARN_AFTER, MAX_WARN_AFTER),
 }
+SHARDS_NUMBERS = {
+    "count": Bound(int, 1, MAX_SHARDS),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +160,19 @@ class Settings:
     # [executors] warn_after: an events-stream consumer group whose oldest
     # pending entry is older than this (seconds) raises a warning.
     executors_warn_after: float = DEFAULT_WARN_AFTER
+    # [redis] cluster: talk to a Redis Cluster (the url names any one node).
+    redis_cluster: bool = False
+    # [shards] count: how many shards the accounts are spread over (README, "Shards").
+    shards: int = 1
 
     @property
     def keys(self) -> Keys:
-        """Key names under the configured prefix."""
+        """Key names under the configured prefix (of shard 0; :meth:`shard_keys` for all)."""
         return Keys(self.prefix)
+
+    def shard_keys(self) -> list[Keys]:
+        """The keys of every shard, by shard number."""
+        return [Keys(self.prefix, k) for k in range(self.shards)]
 
     @property
     def redacted_redis_url(self) -> str:
@@ -182,6 +197,14 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     message gives the byte offset), not TOML or not valid: each names the
     file or the key path.
     """
+    return parse_settings(read_config(path), os.environ if env is None else env, source=str(path))
+
+
+def read_config(path: Path) -> str:
+    """Return a config file's text; ConfigError if it cannot be read, is too big or not UTF-8.
+
+    ``liqwatch notify`` reads its ``[notify]`` table from the same text.
+    """
     try:
         with path.open("rb") as file:
             data = file.read(MAX_CONFIG_BYTES + 1)
@@ -197,7 +220,7 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             f"{path}: not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}"
         ) from None
-    return parse_settings(text, os.environ if env is None else env, source=str(path))
+    return text
 
 
 def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>") -> Settings:
@@ -210,10 +233,20 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
     _known(
         doc,
         "",
-        {"redis", "feeds", "markets", "liquidation", "daemon", "audit", "executors", "notify"},
+        {
+            "redis",
+            "feeds",
+            "markets",
+            "liquidation",
+            "daemon",
+            "audit",
+            "executors",
+            "notify",
+            "shards",
+        },
     )
     redis = _table(doc, "redis", required=False)
-    _known(redis, "redis", {"url", "prefix", *REDIS_NUMBERS})
+    _known(redis, "redis", {"url", "prefix", "cluster", *REDIS_NUMBERS})
     url = env.get(REDIS_URL_ENV) or _str(redis, "url", "redis", default="redis://127.0.0.1:6379/0")
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
@@ -234,6 +267,8 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
     _known(audit, "audit", {"enabled", *AUDIT_NUMBERS})
     executors = _table(doc, "executors", required=False)
     _known(executors, "executors", set(EXECUTORS_NUMBERS))
+    shards = _table(doc, "shards", required=False)
+    _known(shards, "shards", set(SHARDS_NUMBERS))
 
     kwargs: dict[str, Any] = {}
     kwargs.update(_numbers(redis, "redis", REDIS_NUMBERS, rename="redis_{}"))
@@ -241,6 +276,12 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
     kwargs.update(_numbers(daemon, "daemon", DAEMON_NUMBERS))
     kwargs.update(_numbers(audit, "audit", AUDIT_NUMBERS, rename="audit_{}"))
     kwargs.update(_numbers(executors, "executors", EXECUTORS_NUMBERS, rename="executors_{}"))
+    if "count" in shards:
+        kwargs["shards"] = _number(shards, "count", "shards", SHARDS_NUMBERS["count"])
+    if "cluster" in redis:
+        kwargs["redis_cluster"] = _bool(redis, "cluster", "redis")
+        if kwargs["redis_cluster"] and urlsplit(url).scheme == "unix":
+            raise ConfigError("redis.cluster: a Redis Cluster is reached over TCP, not unix://")
     if "instance" in daemon:
         kwargs["instance"] = _str(daemon, "instance", "daemon")
         if not kwargs["instance"].strip():
@@ -378,7 +419,7 @@ def _markets(table: Mapping[str, Any]) -> dict[str, Market]:
         path = f"markets.{symbol}"
         if not isinstance(spec, dict):
             raise ConfigError(f"{path}: must be a table")
-        _known(spec, path, {"maintenance", "default_margin_mode"})
+        _known(spec, path, {"maintenance", "default_margin_mode", "partial"})
         model = _model(spec.get("maintenance"), f"{path}.maintenance")
         mode_raw = spec.get("default_margin_mode", "CROSS")
         try:
@@ -387,8 +428,52 @@ def _markets(table: Mapping[str, Any]) -> dict[str, Market]:
             raise ConfigError(
                 f"{path}.default_margin_mode: must be CROSS or ISOLATED, got {mode_raw!r}"
             ) from None
-        markets[symbol] = Market(symbol, model, mode)
+        rule = _partial(spec.get("partial"), f"{path}.partial", symbol, model)
+        markets[symbol] = Market(symbol, model, mode, rule)
     return markets
+
+
+PARTIAL_KEYS = {"tier", "min_takeover", "liquidation_fee", "liquidator_fee"}
+
+
+def _partial(spec: Any, path: str, symbol: str, model: MaintenanceModel) -> PartialRule | None:
+    """A market's partial-liquidation rule: Orderly's defaults on the orderly model.
+
+    ``partial = false`` turns it off; a table overrides any of tier,
+    min_takeover, liquidation_fee and liquidator_fee (the others keep the
+    defaults of the market's symbol, the minimum those of its tier).
+    """
+    orderly = isinstance(model, OrderlyModel)
+    if spec is False:
+        return None
+    if spec is None:
+        return default_rule(symbol) if orderly else None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: must be a table of {', '.join(sorted(PARTIAL_KEYS))}, or false")
+    if not orderly:
+        raise ConfigError(f"{path}: only a market on the orderly model liquidates partially")
+    _known(spec, path, PARTIAL_KEYS)
+    default = default_rule(symbol)
+    tier = default.tier
+    if "tier" in spec:
+        tier = Tier(_choice(spec, "tier", path, tuple(t.value for t in Tier)))
+    values = {
+        "min_takeover": MIN_TAKEOVER[tier],
+        "liquidation_fee": default.liquidation_fee,
+        "liquidator_fee": default.liquidator_fee,
+    }
+    for key in values:
+        if key in spec:
+            values[key] = _dec(spec[key], f"{path}.{key}")
+    try:
+        return PartialRule(tier, **values)
+    except MarginError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse_model(spec: Any, path: str) -> MaintenanceModel:
+    """Read a ``maintenance`` table (flat, brackets or orderly); ConfigError names ``path``."""
+    return _model(spec, path)
 
 
 def _model(spec: Any, path: str) -> MaintenanceModel:

@@ -36,6 +36,7 @@ from state.input_plan import InputPlan, plan_inputs
 from state.inputs import InputMessage, parse_input
 from state.keys import INPUT_GROUP
 from state.rules import Rules
+from state.shards import shard_of
 from state.store import CommitResult, Store
 from state.store.streams import stream_entries
 from watcher.daemon.link import LinkClosed, RedisLink
@@ -79,8 +80,12 @@ class InputConsumer:
         batch: int = 200,
         block: float = 0.25,
         max_deliveries: int = 10,
+        shards: int = 1,
     ) -> None:
         self.store = store
+        # The shard count, and which shard this consumer applies (its store's).
+        self.shards = shards
+        self.shard = store.keys.shard
         self.rules = rules
         self.owner = owner
         self.live_marks = live_marks
@@ -118,6 +123,10 @@ class InputConsumer:
         await self.link.call("input.group", self.ensure_group)
         try:
             while not stop.is_set():
+                try:
+                    await self._settle_done()
+                except LeaseLost:
+                    self._lost()
                 lease = await self.link.call(
                     "input.lease", lambda: self.store.acquire_lease(self.owner, self.lease_ttl_ms)
                 )
@@ -128,7 +137,12 @@ class InputConsumer:
                     continue
                 if lease == "acquired":
                     # Freshly ours, even if we held it before a stall: whoever
-                    # held it in between may have left entries pending.
+                    # held it in between may have left entries pending, and a
+                    # commit of ours in flight when it lapsed was refused: every
+                    # pending entry is read again, from the first.
+                    with contextlib.suppress(LeaseLost):
+                        await self.settle()
+                    self._after = "0"
                     self.leader = True
                     self._log.info("input.lease_acquired")
                     await self.link.call("input.takeover", self._take_over_pending)
@@ -142,7 +156,9 @@ class InputConsumer:
                     # Redis came back without our group (restarted empty).
                     self._log.error("input.group_lost", error=str(exc))
                     await self.link.call("input.group", self.ensure_group)
-            await self.settle()
+            # A batch refused for a lapsed lease stays pending for the next holder.
+            with contextlib.suppress(LeaseLost):
+                await self.settle()
         finally:
             if self._inflight is not None:
                 self._inflight.cancel()
@@ -198,9 +214,18 @@ class InputConsumer:
                 entries = await self._read(self._after)
         if entries:
             await self.apply(entries, overlap=True)
-        elif self._inflight is None:
-            self._after = "0"
+        else:
+            # Nothing new: the batch in flight is done or soon will be; its
+            # errors (a lease lost) surface now, not at the next input.
+            await self._settle_done()
+            if self._inflight is None:
+                self._after = "0"
         return len(entries)
+
+    async def _settle_done(self) -> None:
+        """Settle the batch in flight if its commit has finished (raising what it raised)."""
+        if self._inflight is not None and self._inflight.done():
+            await self.settle()
 
     async def settle(self) -> None:
         """Wait for the batch in flight, if any (its errors surface here)."""
@@ -290,6 +315,15 @@ class InputConsumer:
                 # parse_input answers every input with an update or an
                 # InputError; anything else is our bug, and must not stop input.
                 commits.append(self._dead_letter(entry, self._internal("parsing", entry, bug)))
+                continue
+            if self.shards > 1 and shard_of(msg.account, self.shards) != self.shard:
+                # Applied here it would live where nobody looks for it.
+                wrong = InputError(
+                    f"account {msg.account!r} belongs to shard"
+                    f" {shard_of(msg.account, self.shards)} of {self.shards}, not"
+                    f" {self.shard}: append it to that shard's input stream"
+                )
+                commits.append(self._dead_letter(entry, wrong))
                 continue
             by_account.setdefault(msg.account, []).append((entry, msg))
         inflight = self._inflight is not None and self._inflight is not asyncio.current_task()

@@ -37,7 +37,7 @@ from state.store import CommitResult, Store, TickRow
 from state.store.store import RawAccount
 from watcher.clock import wall_ms
 from watcher.daemon.link import RedisLink
-from watcher.feeds.book import MarkBook, SymbolStatus, Tick
+from watcher.feeds.book import Cursor, MarkBook, SymbolStatus, Tick
 from watcher.feeds.spec import public_url
 
 # A batch's decisions are re-planned after a version conflict (another
@@ -94,10 +94,14 @@ class Engine:
         wall_ms: Callable[[], int] = wall_ms,
         idle_check: float = 0.25,
         chunk: int = CHUNK,
+        source: Cursor | MarkBook | None = None,
     ) -> None:
         self.store = store
         self.rules = rules
         self.book = book
+        # Where this engine takes its ticks: the book itself, or its own
+        # cursor when engines of several shards share the book.
+        self.source = source if source is not None else book
         self.link = link if link is not None else RedisLink()
         self.chunk = chunk
         # Set while Redis has lost its data and nobody acknowledged it: decide nothing.
@@ -124,12 +128,12 @@ class Engine:
     def nudge(self, accounts: Iterable[str]) -> None:
         """Ask for these accounts to be decided at the current marks on the next pass."""
         self._nudged.update(accounts)
-        self.book.poke()
+        self.source.poke()
 
     def reconcile(self) -> None:
         """Query every symbol with a fresh mark in full on the next pass, as at a start."""
         self._reconcile = True
-        self.book.poke()
+        self.source.poke()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process ticks until ``stop`` is set; the batch in flight is always finished."""
@@ -142,15 +146,15 @@ class Engine:
             if not self._reconcile:
                 try:
                     async with asyncio.timeout(self._next_wait()):
-                        await self.book.wait()
+                        await self.source.wait()
                 except TimeoutError:
                     continue
-            await self.process(self.book.take(self.clock()))
+            await self.process(self.source.take(self.clock()))
 
     def _next_wait(self) -> float:
         wait = self.idle_check
         now = self.clock()
-        deadline = self.book.next_stale_at(now)
+        deadline = self.source.next_stale_at(now)
         if deadline is not None:
             # Just past it, so the symbol is STALE when we look.
             wait = min(wait, max(0.0, deadline - now) + 0.001)
@@ -162,7 +166,7 @@ class Engine:
         The book reports each change once; a symbol taken LIVE and gone stale
         within one long batch is reported STALE on the next check.
         """
-        for symbol, status in self.book.check_staleness(self.clock()):
+        for symbol, status in self.source.check_staleness(self.clock()):
             if status is SymbolStatus.LIVE:
                 self._log.info("feed.live", symbol=symbol)
                 continue
@@ -224,6 +228,7 @@ class Engine:
                 public_url(t.mark.source),
                 margin.mark_bound(t.low, down=True),
                 margin.mark_bound(t.high, down=False),
+                self.processed.get(s, 0),
             )
             for s, t in live.items()
         ]

@@ -26,7 +26,14 @@ from enum import StrEnum
 from typing import TypeVar
 
 import structlog
-from redis.exceptions import BusyLoadingError, ReadOnlyError, TryAgainError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterError,
+    MovedError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -34,7 +41,10 @@ T = TypeVar("T")
 
 # Failures that heal by themselves: the connection (refused, reset, closed,
 # auth lost with a restart), a reply that never came, a server still loading
-# its data or demoted to replica during a failover.
+# its data or demoted to replica during a failover; on a Redis Cluster also a
+# cluster that is down or has a slot without a master while a replica is
+# promoted, and redirections that kept moving (the client re-reads the slot
+# map before the retry). A command refused with a redirection was not run.
 TRANSIENT = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -43,6 +53,9 @@ TRANSIENT = (
     BusyLoadingError,
     ReadOnlyError,
     TryAgainError,
+    ClusterError,
+    SlotNotCoveredError,
+    MovedError,
 )
 
 
@@ -68,7 +81,9 @@ class RedisLink:
         backoff_cap: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         drop_idle: Callable[[], Awaitable[None]] | None = None,
+        shard: int | None = None,
     ) -> None:
+        """``shard``: the one shard whose calls this link carries (named in its log lines)."""
         self.timeout = timeout
         # Closes the client's idle connections: after a restart of Redis each
         # one is dead, and would fail the next call that took it.
@@ -84,7 +99,8 @@ class RedisLink:
         self.recovered_at = float("-inf")
         self.last_error: str | None = None
         self._closing = asyncio.Event()
-        self._log = structlog.get_logger().bind(component="redis")
+        log = structlog.get_logger().bind(component="redis")
+        self._log = log if shard is None else log.bind(shard=shard)
 
     def close(self) -> None:
         """Make calls that wait on a Redis that does not answer give up (LinkClosed)."""

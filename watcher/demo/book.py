@@ -40,8 +40,10 @@ from state.models import (
     MarginMode,
     Market,
     OrderlyModel,
+    PartialRule,
     Position,
 )
+from state.partial import default_rule
 
 _D = Decimal
 _CENT = _D("0.01")
@@ -342,7 +344,15 @@ def demo_specs() -> tuple[MarketSpec, ...]:
         ("PERP_XRP_USDC", FlatModel(_D("0.01")), "2.4"),
         ("PERP_BNB_USDC", brackets, "690"),
     )
-    return tuple(MarketSpec(Market(s, model), _D(mark)) for s, model, mark in models)
+    return tuple(
+        MarketSpec(Market(s, model, partial=_partial(s, model)), _D(mark))
+        for s, model, mark in models
+    )
+
+
+def _partial(symbol: str, model: MaintenanceModel) -> PartialRule | None:
+    """Orderly's partial-liquidation defaults on the orderly model, as the config gives them."""
+    return default_rule(symbol) if isinstance(model, OrderlyModel) else None
 
 
 def demo_markets() -> dict[str, Market]:

@@ -85,6 +85,11 @@ class RedisServer:
         self.stop()
         raise RedisServerError(f"redis-server did not answer on port {self.port} in {timeout}s")
 
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
     def kill(self) -> None:
         """SIGKILL the server, as a crash would."""
         if self._proc is not None and self._proc.poll() is None:

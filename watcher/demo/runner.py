@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import sys
-from typing import TextIO
+from collections.abc import Callable, Coroutine
+from typing import Any, TextIO
 
 from state.inputs import validate_lines
 from state.store import Store
@@ -27,6 +28,13 @@ from watcher.demo.redis_server import RedisServer
 from watcher.demo.sim.orderly import OrderlyMarkServer
 from watcher.feeds.spec import FeedSpec
 
+# Runs beside the demo (``liqwatch demo --record``): given the settings, the
+# feed (paused until the companion resumes it), the stop event and the
+# duration, which the companion then owns (it sets ``stop`` itself).
+Companion = Callable[
+    [Settings, OrderlyMarkServer, asyncio.Event, float | None], Coroutine[Any, Any, None]
+]
+
 
 async def run_demo(
     *,
@@ -35,6 +43,7 @@ async def run_demo(
     duration: float | None = None,
     interval: float = 1.0,
     out: TextIO = sys.stdout,
+    companion: Companion | None = None,
 ) -> int:
     """Run the demo until Ctrl-C (or ``duration`` seconds); return the number of liquidations."""
     configure_logging("console", logging.WARNING, drop=frozenset({"liquidation.emitted"}))
@@ -51,6 +60,8 @@ async def run_demo(
             jump_probability=0.005,
         )
         async with feed:
+            if companion is not None:
+                feed.pause()
             settings = Settings(
                 redis_url=redis_server.url,
                 prefix="liq",
@@ -77,7 +88,9 @@ async def run_demo(
                     tg.create_task(run_daemon(settings, stop=stop))
                     tg.create_task(executor.run(stop))
                     tg.create_task(console.run(stop))
-                    if duration is not None:
+                    if companion is not None:
+                        tg.create_task(companion(settings, feed, stop, duration))
+                    elif duration is not None:
                         tg.create_task(_stop_after(stop, duration))
                 return sum(console.totals.values())
             finally:

@@ -10,7 +10,7 @@ that a burst of ticks went through and back (docs/design.md, "Prices are untrust
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,6 +19,10 @@ from enum import StrEnum
 from state.models import MarkPrice
 from watcher.feeds.errors import PriceRejected, RejectReason
 from watcher.feeds.spec import FeedSpec
+
+# Accepted marks kept per symbol, for a shard taken over to look back at
+# what crossed while nobody held it (minutes of marks at a venue's pace).
+HISTORY = 4096
 
 
 class SymbolStatus(StrEnum):
@@ -86,12 +90,10 @@ class _Streak:
 class _Slot:
     __slots__ = (
         "held",
-        "high",
+        "history",
         "jump_band",
         "last_ts",
-        "low",
         "mark",
-        "reported",
         "stale_after",
         "streaks",
     )
@@ -107,14 +109,104 @@ class _Slot:
         # Per source: the marks refused as older than its last_ts, in a row.
         self.streaks: dict[str, _Streak] = {}
         self.mark: MarkPrice | None = None
-        self.low = Decimal(0)
-        self.high = Decimal(0)
-        # The status last reported (by check_staleness or take); every symbol
-        # starts STALE (nothing known), so its first mark is a transition to LIVE.
-        self.reported = SymbolStatus.STALE
+        # The latest accepted marks as (venue_ts, price), newest last.
+        self.history: deque[tuple[int, Decimal]] = deque(maxlen=HISTORY)
 
     def fresh(self, mark: MarkPrice, now: float) -> bool:
         return now - mark.recv_ts <= self.stale_after
+
+
+class Cursor:
+    """One taker's view of the book: what changed since it last took, and what it was told.
+
+    The book has one cursor of its own (its :meth:`MarkBook.take` and
+    friends); every other taker (one engine per shard) opens its own with
+    :meth:`MarkBook.cursor`, so that each takes every change once, at its
+    own pace, with the extremes seen since its own last take.
+    """
+
+    def __init__(self, book: MarkBook, now: float | None = None) -> None:
+        self._book = book
+        # Insertion-ordered (a dict as an ordered set): a batch lists its symbols in the
+        # order their marks came, so that what the engine decides first does not hang
+        # on string hashing (replay reproduces a run).
+        self._dirty: dict[str, None] = {}
+        self._low: dict[str, Decimal] = {}
+        self._high: dict[str, Decimal] = {}
+        self._changed = asyncio.Event()
+        # The status last reported (by check_staleness or take); without
+        # ``now`` every symbol starts STALE (nothing known), so its first mark
+        # is a transition to LIVE; with it, as the book stands at ``now``.
+        self._reported = {
+            symbol: SymbolStatus.STALE if now is None else book.status(symbol, now)
+            for symbol in book.symbols
+        }
+
+    def seed(self, symbol: str, low: Decimal, high: Decimal) -> None:
+        """Take ``low`` and ``high`` as seen since the last take (a shard taken over)."""
+        self.note(symbol, low)
+        self.note(symbol, high)
+
+    def note(self, symbol: str, price: Decimal) -> None:
+        """An accepted mark of ``symbol`` at ``price`` (called by the book)."""
+        if symbol in self._dirty:
+            if price < self._low[symbol]:
+                self._low[symbol] = price
+            elif price > self._high[symbol]:
+                self._high[symbol] = price
+        else:
+            self._low[symbol] = self._high[symbol] = price
+            self._dirty[symbol] = None
+            self._changed.set()
+
+    async def wait(self) -> None:
+        """Wait until some symbol has an untaken mark (bound it with ``asyncio.timeout``)."""
+        if not self._dirty:
+            await self._changed.wait()
+
+    def poke(self) -> None:
+        """Wake a waiter without a new mark (the engine has other work, such as nudged accounts)."""
+        self._changed.set()
+
+    def take(self, now: float) -> dict[str, Tick]:
+        """Return a Tick for every symbol with a fresh mark since the last take; forget them all.
+
+        A taken symbol is reported LIVE (its tick says if that is news): the
+        taker records it as LIVE, so that its going STALE later is reported
+        even if no :meth:`check_staleness` ran in between.
+        """
+        ticks: dict[str, Tick] = {}
+        for symbol in self._dirty:
+            mark = self._book.latest(symbol)
+            assert mark is not None  # a dirty symbol always holds the mark that dirtied it
+            if not self._book.is_fresh(mark, now):
+                continue
+            revived = self._reported[symbol] is SymbolStatus.STALE
+            self._reported[symbol] = SymbolStatus.LIVE
+            ticks[symbol] = Tick(mark, self._low[symbol], self._high[symbol], revived)
+        self._dirty.clear()
+        self._changed.clear()
+        return ticks
+
+    def check_staleness(self, now: float) -> list[tuple[str, SymbolStatus]]:
+        """Return the symbols whose status changed since the last call, with the new status."""
+        changes: list[tuple[str, SymbolStatus]] = []
+        for symbol, reported in self._reported.items():
+            current = self._book.status(symbol, now)
+            if current is not reported:
+                self._reported[symbol] = current
+                changes.append((symbol, current))
+        return changes
+
+    def next_stale_at(self, now: float | None = None) -> float | None:
+        """Return when the first LIVE symbol will turn STALE if nothing arrives.
+
+        With ``now``: of the symbols LIVE at ``now``; without: of those
+        :meth:`check_staleness` last reported LIVE.
+        """
+        return self._book.first_stale_at(
+            now, [s for s, r in self._reported.items() if r is SymbolStatus.LIVE]
+        )
 
 
 class MarkBook:
@@ -154,8 +246,8 @@ class MarkBook:
             symbol: _Slot(seconds, Decimal(str(bands[symbol])) if bands.get(symbol) else None)
             for symbol, seconds in stale_after.items()
         }
-        self._dirty: set[str] = set()
-        self._changed = asyncio.Event()
+        self._main = Cursor(self)
+        self._cursors = [self._main]
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
         self.jumps_confirmed = 0
@@ -220,16 +312,9 @@ class MarkBook:
             )
         slot.mark = mark
         slot.last_ts[mark.source] = mark.venue_ts
-        price = mark.price
-        if mark.symbol in self._dirty:
-            if price < slot.low:
-                slot.low = price
-            elif price > slot.high:
-                slot.high = price
-        else:
-            slot.low = slot.high = price
-            self._dirty.add(mark.symbol)
-            self._changed.set()
+        slot.history.append((mark.venue_ts, mark.price))
+        for cursor in self._cursors:
+            cursor.note(mark.symbol, mark.price)
         self.accepted += 1
         return ACCEPTED if resynced_from is None else Offer(True, resynced_from=resynced_from)
 
@@ -292,34 +377,48 @@ class MarkBook:
         for exc in rejects:
             self.rejected[exc.reason] += 1
 
+    def extremes_since(self, symbol: str, venue_ts: int | None) -> tuple[Decimal, Decimal, bool]:
+        """The lowest and highest accepted mark of ``symbol`` stamped after ``venue_ts``.
+
+        With the latest mark always included; None for ``venue_ts``: every
+        mark held. The flag says whether the history reaches back that far
+        (it holds the last :data:`HISTORY` marks of each symbol).
+        """
+        slot = self._slots[symbol]
+        if slot.mark is None:
+            raise ValueError(f"no mark of {symbol} yet")
+        low = high = slot.mark.price
+        complete = len(slot.history) < HISTORY
+        for ts, price in reversed(slot.history):
+            if venue_ts is not None and ts <= venue_ts:
+                complete = True
+                break
+            low, high = min(low, price), max(high, price)
+        return low, high, complete
+
+    def cursor(self, now: float | None = None) -> Cursor:
+        """Open another taker's view; it sees every mark accepted from now on."""
+        cursor = Cursor(self, now)
+        self._cursors.append(cursor)
+        return cursor
+
+    def close(self, cursor: Cursor) -> None:
+        """Stop feeding ``cursor`` (its taker is gone)."""
+        if cursor is not self._main and cursor in self._cursors:
+            self._cursors.remove(cursor)
+
+    # The book's own cursor, for a single taker.
     async def wait(self) -> None:
         """Wait until some symbol has an untaken mark (bound it with ``asyncio.timeout``)."""
-        if not self._dirty:
-            await self._changed.wait()
+        await self._main.wait()
 
     def poke(self) -> None:
         """Wake a waiter without a new mark (the engine has other work, such as nudged accounts)."""
-        self._changed.set()
+        self._main.poke()
 
     def take(self, now: float) -> dict[str, Tick]:
-        """Return a Tick for every symbol with a fresh mark since the last take; forget them all.
-
-        A taken symbol is reported LIVE (its tick says if that is news): the
-        taker records it as LIVE, so that its going STALE later is reported
-        even if no :meth:`check_staleness` ran in between.
-        """
-        ticks: dict[str, Tick] = {}
-        for symbol in self._dirty:
-            slot = self._slots[symbol]
-            assert slot.mark is not None  # a dirty slot always holds the mark that dirtied it
-            if not slot.fresh(slot.mark, now):
-                continue
-            revived = slot.reported is SymbolStatus.STALE
-            slot.reported = SymbolStatus.LIVE
-            ticks[symbol] = Tick(slot.mark, slot.low, slot.high, revived)
-        self._dirty.clear()
-        self._changed.clear()
-        return ticks
+        """Take from the book's own cursor: see :meth:`Cursor.take`."""
+        return self._main.take(now)
 
     def is_fresh(self, mark: MarkPrice, now: float) -> bool:
         """Whether ``mark`` (of a configured symbol) is still fresh at ``now``."""
@@ -344,31 +443,24 @@ class MarkBook:
         return SymbolStatus.LIVE
 
     def check_staleness(self, now: float) -> list[tuple[str, SymbolStatus]]:
-        """Return the symbols whose status changed since the last call, with the new status."""
-        changes: list[tuple[str, SymbolStatus]] = []
-        for symbol, slot in self._slots.items():
-            current = self.status(symbol, now)
-            if current is not slot.reported:
-                slot.reported = current
-                changes.append((symbol, current))
-        return changes
+        """The book's own cursor: see :meth:`Cursor.check_staleness`."""
+        return self._main.check_staleness(now)
 
     def next_stale_at(self, now: float | None = None) -> float | None:
-        """Return when the first LIVE symbol will turn STALE if nothing arrives.
+        """The book's own cursor: see :meth:`Cursor.next_stale_at`."""
+        return self._main.next_stale_at(now)
 
-        With ``now``: of the symbols LIVE at ``now``; without: of those
-        :meth:`check_staleness` last reported LIVE.
-        """
-        deadlines = [
-            slot.mark.recv_ts + slot.stale_after
-            for slot in self._slots.values()
-            if slot.mark is not None
-            and (
-                slot.reported is SymbolStatus.LIVE
-                if now is None
-                else slot.mark.recv_ts + slot.stale_after >= now
-            )
-        ]
+    def first_stale_at(self, now: float | None, reported_live: Iterable[str]) -> float | None:
+        """When the first symbol LIVE at ``now`` (without: of ``reported_live``) goes STALE."""
+        names = self._slots.keys() if now is not None else reported_live
+        deadlines = []
+        for symbol in names:
+            slot = self._slots[symbol]
+            if slot.mark is None:
+                continue
+            deadline = slot.mark.recv_ts + slot.stale_after
+            if now is None or deadline >= now:
+                deadlines.append(deadline)
         return min(deadlines, default=None)
 
 
