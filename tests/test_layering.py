@@ -10,7 +10,7 @@ From the bottom up; a layer may import itself and the layers it names in
 - ``feeds``   ``watcher/feeds/``: venue parsers, the mark book, the
               connection task.
 - ``daemon``  ``watcher/daemon/``: config, logs, engine, input consumer, app.
-- ``demo``    ``watcher/demo/``: the demo, venue sims, a throwaway redis-server.
+- ``demo``    ``watcher/demo/``: the demo (with a notifier), venue sims, throwaway servers.
 - ``notify``  ``watcher/notify/``: the notifier, a process of its own that reads
               the events stream and delivers to webhooks, Slack, PagerDuty.
 - ``cli``     ``watcher/cli/``: every command; the only importer of the demo.
@@ -41,8 +41,10 @@ LAYERS = (
     Layer("clock", "watcher/clock.py", frozenset()),
     Layer("feeds", "watcher/feeds", frozenset({"core", "clock"})),
     Layer("daemon", "watcher/daemon", frozenset({"core", "store", "clock", "feeds"})),
-    Layer("demo", "watcher/demo", frozenset({"core", "store", "clock", "feeds", "daemon"})),
     Layer("notify", "watcher/notify", frozenset({"core", "store", "clock", "daemon"})),
+    Layer(
+        "demo", "watcher/demo", frozenset({"core", "store", "clock", "feeds", "daemon", "notify"})
+    ),
     Layer(
         "cli",
         "watcher/cli",

@@ -13,11 +13,12 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from state.account import AccountState
 from state.changes import ChangeSet
 from state.errors import StoreError
-from state.keys import Direction, Keys
+from state.keys import INPUT_GROUP, Direction, Keys
 from state.store.client import is_cluster
 from state.store.scripts import Script
 
@@ -212,6 +213,21 @@ class Store:
     async def drop_heartbeat(self, instance: str, key: str | None = None) -> None:
         """Delete the heartbeat key at a clean stop, if ``instance`` wrote the current one."""
         await self._drop_heartbeat.one([key or self.keys.health], [instance])
+
+    async def input_backlog(self) -> tuple[int | None, int]:
+        """The input group's lag (None: Redis cannot tell) and pending count; (0, 0) before it."""
+        try:
+            groups = await self.redis.xinfo_groups(self.keys.input)
+        except ResponseError as exc:
+            if "no such key" in str(exc):
+                return 0, 0
+            raise
+        for group in groups:
+            name = group["name"]
+            if (name.decode() if isinstance(name, bytes) else name) == INPUT_GROUP:
+                lag = group.get("lag")
+                return (None if lag is None else int(lag)), int(group["pending"])
+        return 0, 0
 
     async def liquidating_before(self, ms: int) -> tuple[int, str | None, int]:
         """Count liquidations claimed before ``ms``; name the oldest and its claim time."""

@@ -15,44 +15,14 @@ from typing import Any
 
 import yaml
 
+from watcher.daemon.metrics import METRICS
 from watcher.notify.metrics import NotifyMetrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 # The daemon's metrics (watcher/daemon's metrics module), as issue 12 names them.
-DAEMON_METRICS = {
-    "liqwatch_build_info",
-    "liqwatch_up",
-    "liqwatch_redis_degraded",
-    "liqwatch_data_lost",
-    "liqwatch_redis_round_trips_total",
-    "liqwatch_redis_errors_total",
-    "liqwatch_redis_outages_total",
-    "liqwatch_feed_state",
-    "liqwatch_feed_reconnects_total",
-    "liqwatch_feed_frames_total",
-    "liqwatch_mark_refusals_total",
-    "liqwatch_mark_age_seconds",
-    "liqwatch_mark_live",
-    "liqwatch_marks_total",
-    "liqwatch_engine_ticks_total",
-    "liqwatch_engine_candidates_total",
-    "liqwatch_liquidations_total",
-    "liqwatch_decisions_deferred_total",
-    "liqwatch_tick_to_commit_seconds",
-    "liqwatch_input_applied_total",
-    "liqwatch_input_duplicates_total",
-    "liqwatch_input_dead_letters_total",
-    "liqwatch_input_lag_entries",
-    "liqwatch_input_pending_entries",
-    "liqwatch_liquidations_in_flight",
-    "liqwatch_liquidation_oldest_age_seconds",
-    "liqwatch_loop_lag_seconds",
-    "liqwatch_leases_held",
-    "liqwatch_heartbeat_timestamp_seconds",
-    "liqwatch_audit_missed_total",
-    "liqwatch_in_warning",
-}
-HISTOGRAMS = {"liqwatch_tick_to_commit_seconds"}
+# The daemon's metrics, as its metrics module names them.
+DAEMON_METRICS = set(METRICS)
+HISTOGRAMS = {name for name, (kind, _) in METRICS.items() if kind == "histogram"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 

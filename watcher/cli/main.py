@@ -37,6 +37,7 @@ from watcher.cli.record import DemoRecording, add_record_arguments, record_comma
 from watcher.cli.replay import add_replay_arguments, replay_command
 from watcher.cli.risk import add_map_arguments, add_whatif_arguments, map_command, whatif_command
 from watcher.cli.trim import add_trim_arguments, trim_command
+from watcher.daemon.version import version
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,6 +49,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of every command and option."""
     parser = _Parser(prog=PROG, description="Watch perpetual-futures positions for liquidation.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=_Parser, required=True
     )
@@ -146,9 +148,9 @@ def _run(args: argparse.Namespace) -> int:
     settings = settings_from(args.config)
     # Lazily: the other commands work without the daemon's imports.
     from watcher.daemon.app import run_daemon
-    from watcher.daemon.logs import configure_logging
+    from watcher.daemon.logs import configure_logging, level_number
 
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, level_number(settings.log_level))
     try:
         asyncio.run(run_daemon(settings))
     except Exception as exc:

@@ -34,8 +34,11 @@ from watcher.daemon.engine import Engine
 from watcher.daemon.guard import DataGuard, DataState
 from watcher.daemon.lag import LagMeter
 from watcher.daemon.link import LinkState, RedisLink
+from watcher.daemon.metrics import DaemonMetrics, Observed
+from watcher.daemon.serve import serve_metrics
 from watcher.daemon.shards import Coordinator
 from watcher.daemon.unit import ShardUnit, closing_quietly, until_stop
+from watcher.daemon.version import version
 from watcher.feeds import make_venue
 from watcher.feeds.backoff import Backoff
 from watcher.feeds.book import MarkBook
@@ -75,6 +78,12 @@ class Daemon:
             )
         self.feed_stats = [FeedStats() for _ in settings.feeds]
         self.lag = LagMeter()
+        # What the heartbeat last read for the metrics, and when it beat (wall seconds).
+        self.observed = Observed()
+        self.last_beat = 0.0
+        self.metrics = DaemonMetrics(self)
+        if self.unit is not None:
+            self.unit.engine.observe_latency = self.metrics.latency.observe
         self.log = structlog.get_logger().bind(instance=settings.instance)
 
     def _new_link(self, shard: int | None = None) -> RedisLink:
@@ -94,7 +103,11 @@ class Daemon:
         """
         sharded = self.settings.shards > 1
         link = self._new_link(shard) if sharded else self.link
-        return ShardUnit(shard, self.settings, self.redis, self.book, link, shared_book=sharded)
+        unit = ShardUnit(shard, self.settings, self.redis, self.book, link, shared_book=sharded)
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            unit.engine.observe_latency = metrics.latency.observe
+        return unit
 
     @property
     def links(self) -> list[RedisLink]:
@@ -157,6 +170,9 @@ class Daemon:
                 for i, (feed, stats) in enumerate(zip(s.feeds, self.feed_stats, strict=True))
             ]
             tg.create_task(self.lag.run(stop), name="loop-lag")
+            if s.metrics_listen is not None:
+                serve = serve_metrics(self, self.metrics, s.metrics_listen, stop)
+                tg.create_task(serve, name="metrics")
             # Marks flow into the book while the rest waits for Redis, if it must.
             started = await until_stop(stop, self._start())
             if started:
@@ -240,6 +256,7 @@ class Daemon:
         now_ms = wall_ms()
         body: dict[str, object] = {
             "instance": s.instance,
+            "version": version(),
             "pid": os.getpid(),
             "ts": now_ms,
             "state": self.state,
@@ -256,7 +273,7 @@ class Daemon:
                 for f, st in zip(s.feeds, self.feed_stats, strict=True)
             ],
             "rejected": dict(self.book.rejected),
-            "loop_lag_ms": round(self.lag.take() * 1000, 1),
+            "loop_lag_ms": round(self.observe_lag() * 1000, 1),
         }
         if self.unit is not None:
             guard = self.unit.guard
@@ -297,6 +314,7 @@ class Daemon:
                 stuck += count
         if stuck:
             body["stuck_liquidations"] = stuck
+        await self._observe(units, now_ms)
         flushes = []
         for unit in units:
             totals = unit.counters
@@ -314,8 +332,40 @@ class Daemon:
 
         # Once: a counter flush retried after a lost answer would count twice.
         if await self.link.once("heartbeat", write):
+            self.last_beat = now_ms / 1000
             for unit, totals, _ in flushes:
                 unit.flushed = Counter(totals)
+
+    def observe_lag(self) -> float:
+        """Take the loop lag since the last beat (for the heartbeat and the gauge)."""
+        self.observed.loop_lag = self.lag.take()
+        return self.observed.loop_lag
+
+    async def _observe(self, units: list[ShardUnit], now_ms: int) -> None:
+        """Read what the gauges need from Redis: input backlog, claims in flight."""
+        lag = pending = in_flight = 0
+        known = True
+        oldest: int | None = None
+        for unit in units:
+            backlog = await self.link.once("metrics.input", unit.store.input_backlog)
+            if backlog is None:
+                known = False
+            else:
+                unit_lag, unit_pending = backlog
+                known = known and unit_lag is not None
+                lag += unit_lag or 0
+                pending += unit_pending
+            flight = await self.link.once(
+                "metrics.liquidating", partial(unit.store.liquidating_before, now_ms)
+            )
+            if flight is not None and flight[0]:
+                in_flight += flight[0]
+                oldest = flight[2] if oldest is None else min(oldest, flight[2])
+        seen = self.observed
+        seen.at = time.monotonic()
+        seen.input_lag, seen.input_lag_known, seen.input_pending = lag, known, pending
+        seen.in_flight = in_flight
+        seen.oldest_claim_age = 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
 
     def _redis_status(self) -> dict[str, object]:
         links = self.links

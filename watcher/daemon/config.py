@@ -164,6 +164,10 @@ class Settings:
     redis_cluster: bool = False
     # [shards] count: how many shards the accounts are spread over (README, "Shards").
     shards: int = 1
+    # [metrics] listen: "host:port" serving /metrics and /ready; None: no listener.
+    metrics_listen: str | None = None
+    # [daemon] log_level: the least severe log events written.
+    log_level: str = "info"
 
     @property
     def keys(self) -> Keys:
@@ -243,6 +247,8 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
             "executors",
             "notify",
             "shards",
+            "metrics",
+            "warnings",
         },
     )
     redis = _table(doc, "redis", required=False)
@@ -269,8 +275,12 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
     _known(executors, "executors", set(EXECUTORS_NUMBERS))
     shards = _table(doc, "shards", required=False)
     _known(shards, "shards", set(SHARDS_NUMBERS))
+    metrics = _table(doc, "metrics", required=False)
+    _known(metrics, "metrics", {"listen"})
 
     kwargs: dict[str, Any] = {}
+    if "listen" in metrics:
+        kwargs["metrics_listen"] = _listen(_str(metrics, "listen", "metrics"), "metrics.listen")
     kwargs.update(_numbers(redis, "redis", REDIS_NUMBERS, rename="redis_{}"))
     kwargs.update(_numbers(liq, "liquidation", LIQUIDATION_NUMBERS))
     kwargs.update(_numbers(daemon, "daemon", DAEMON_NUMBERS))
@@ -286,6 +296,10 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
         kwargs["instance"] = _str(daemon, "instance", "daemon")
         if not kwargs["instance"].strip():
             raise ConfigError("daemon.instance: must not be empty")
+    if "log_level" in daemon:
+        kwargs["log_level"] = _choice(
+            daemon, "log_level", "daemon", ("debug", "info", "warning", "error")
+        )
     if "log_format" in daemon:
         kwargs["log_format"] = _choice(daemon, "log_format", "daemon", ("json", "console"))
     if "enabled" in audit:
@@ -312,7 +326,15 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
 
 
 FEED_KEYS = {"venue", "url", "symbols", "jump_band", "symbol_map", *FEED_NUMBERS}
-DAEMON_KEYS = {"instance", "log_format", *DAEMON_NUMBERS}
+DAEMON_KEYS = {"instance", "log_format", "log_level", *DAEMON_NUMBERS}
+
+
+def _listen(text: str, where: str) -> str:
+    """Check a ``host:port`` to listen on."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: must be host:port with a port 1-65535, got {text!r}")
+    return text
 
 
 def _one_line(text: str) -> str:

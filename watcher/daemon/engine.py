@@ -117,6 +117,11 @@ class Engine:
         # venue_ts of the last mark per symbol whose decisions are all committed.
         self.processed: dict[str, int] = {}
         self.counters: Counter[str] = Counter()
+        # For the metrics: index candidates by mode, liquidations by (kind, symbol),
+        # and a callback given each committed event's seconds since its mark arrived.
+        self.candidates: Counter[str] = Counter()
+        self.liquidated: Counter[tuple[str, str]] = Counter()
+        self.observe_latency: Callable[[float], None] | None = None
         self._nudged: set[str] = set()
         self._log = structlog.get_logger().bind(component="engine")
 
@@ -243,6 +248,7 @@ class Engine:
             for members, extreme in ((down, tick.low), (up, tick.high)):
                 for raw in members:
                     mode, account = split_index_member(raw.decode())
+                    self.candidates[mode.value] += 1
                     w = work.setdefault(account, _Work())
                     if mode is MarginMode.CROSS:
                         w.cross = w.cross or symbol
@@ -411,6 +417,7 @@ class Engine:
                 continue
             if result.ok:
                 self.counters[f"liquidations_{event.kind.value.lower()}"] += 1
+                self._emitted(event)
                 self._log.warning(
                     "liquidation.emitted", entry_id=result.entry_id, **event.to_fields()
                 )
@@ -432,6 +439,13 @@ class Engine:
                 self._log.error(
                     "account.commit_refused", account=event.account, error=result.entry_id
                 )
+
+    def _emitted(self, event: LiquidationEvent) -> None:
+        """Count a committed event for the metrics; time it from its mark's receipt."""
+        self.liquidated[(event.kind.value, event.symbol)] += 1
+        mark = self.marks.get(event.symbol)
+        if self.observe_latency is not None and mark is not None:
+            self.observe_latency(self.clock() - mark.recv_ts)
 
     def _add_nudged(self, w: _Work, state: AccountState, live: dict[str, Decimal]) -> None:
         legs = state.cross_legs

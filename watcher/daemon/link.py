@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import TypeVar
@@ -98,6 +99,9 @@ class RedisLink:
         self.down_since: float | None = None
         self.recovered_at = float("-inf")
         self.last_error: str | None = None
+        # For the metrics: round trips tried, by what they were for; failures, ever.
+        self.round_trips: Counter[str] = Counter()
+        self.errors = 0
         self._closing = asyncio.Event()
         log = structlog.get_logger().bind(component="redis")
         self._log = log if shard is None else log.bind(shard=shard)
@@ -115,6 +119,7 @@ class RedisLink:
         attempt = 0
         while True:
             started = self.clock()
+            self.round_trips[what] += 1
             try:
                 async with asyncio.timeout(self.timeout):
                     result = await op()
@@ -131,10 +136,12 @@ class RedisLink:
 
     async def once(self, what: str, op: Callable[[], Awaitable[T]]) -> T | None:
         """Run ``op`` once within the timeout; None (logged) if Redis did not take it."""
+        self.round_trips[what] += 1
         try:
             async with asyncio.timeout(self.timeout):
                 return await op()
         except TRANSIENT as exc:
+            self.errors += 1
             self._log.warning("redis.call_dropped", call=what, error=_describe(exc, self.timeout))
             return None
 
@@ -145,6 +152,7 @@ class RedisLink:
     def _failed(self, what: str, exc: BaseException, started: float) -> bool:
         """Count a failure; say whether it begins an outage."""
         self.failures += 1
+        self.errors += 1
         self.last_error = _describe(exc, self.timeout)
         if self.state is LinkState.DEGRADED or started < self.recovered_at:
             # Already said; or a try begun before Redis came back, failing late:

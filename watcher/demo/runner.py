@@ -24,9 +24,12 @@ from watcher.daemon.logs import configure_logging
 from watcher.demo.book import demo_book, demo_markets, demo_marks
 from watcher.demo.console import ConsoleView
 from watcher.demo.executor import DemoExecutor
-from watcher.demo.redis_server import RedisServer
+from watcher.demo.redis_server import RedisServer, free_port
 from watcher.demo.sim.orderly import OrderlyMarkServer
+from watcher.demo.sink import PrintingSink
 from watcher.feeds.spec import FeedSpec
+from watcher.notify.app import Notifier
+from watcher.notify.config import NotifySettings, parse_notify
 
 # Runs beside the demo (``liqwatch demo --record``): given the settings, the
 # feed (paused until the companion resumes it), the stop event and the
@@ -62,6 +65,7 @@ async def run_demo(
         async with feed:
             if companion is not None:
                 feed.pause()
+            metrics_port = free_port()
             settings = Settings(
                 redis_url=redis_server.url,
                 prefix="liq",
@@ -69,10 +73,17 @@ async def run_demo(
                 markets=markets,
                 instance="demo",
                 heartbeat_interval=1.0,
+                metrics_listen=f"127.0.0.1:{metrics_port}",
             )
             print(
                 f"liqwatch demo: redis {redis_server.url}, Orderly-format feed {feed.url},"
                 f" {len(markets)} markets; Ctrl-C to stop",
+                file=out,
+                flush=True,
+            )
+            print(
+                f"metrics: http://127.0.0.1:{metrics_port}/metrics  readiness:"
+                f" http://127.0.0.1:{metrics_port}/ready",
                 file=out,
                 flush=True,
             )
@@ -84,10 +95,18 @@ async def run_demo(
                 print(f"loaded {len(messages)} input messages for {accounts} accounts", file=out)
                 executor = DemoExecutor(redis, settings.keys, reopen_probability=0.5)
                 console = ConsoleView(redis, settings.keys, sorted(markets), out=out)
-                async with asyncio.TaskGroup() as tg:
+                async with PrintingSink(DEMO_SECRET, out) as sink, asyncio.TaskGroup() as tg:
+                    print(
+                        f"notifier: liquidations go to a signed webhook at {sink.url}"
+                        f" (at most {NOTIFY_BUDGET} messages per 5 s, then a summary per symbol)",
+                        file=out,
+                        flush=True,
+                    )
+                    notifier = Notifier(settings, _notify_settings(sink.url), redis)
                     tg.create_task(run_daemon(settings, stop=stop))
                     tg.create_task(executor.run(stop))
                     tg.create_task(console.run(stop))
+                    tg.create_task(notifier.run(stop))
                     if companion is not None:
                         tg.create_task(companion(settings, feed, stop, duration))
                     elif duration is not None:
@@ -95,6 +114,24 @@ async def run_demo(
                 return sum(console.totals.values())
             finally:
                 await redis.aclose()
+
+
+# The demo notifier's webhook key and message budget per 5-second window.
+DEMO_SECRET = "demo-secret"
+NOTIFY_BUDGET = 3
+
+
+def _notify_settings(url: str) -> NotifySettings:
+    return parse_notify(
+        {
+            "notify": {
+                "start": "all",
+                "summary_window": 5.0,
+                "max_messages_per_window": NOTIFY_BUDGET,
+                "sinks": [{"name": "demo", "type": "webhook", "url": url, "secret": DEMO_SECRET}],
+            }
+        }
+    )
 
 
 async def _stop_after(stop: asyncio.Event, seconds: float) -> None:

@@ -1,0 +1,57 @@
+"""The daemon's HTTP listener: ``/metrics`` for Prometheus, ``/ready`` for orchestrators.
+
+Only when ``[metrics] listen`` is set; bound where it says (keep it on a
+private address: it has no authentication).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import orjson
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from watcher.daemon.metrics import DaemonMetrics, readiness
+
+if TYPE_CHECKING:
+    from watcher.daemon.app import Daemon
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` -> (host, port); the config has checked it."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+async def serve_metrics(
+    daemon: Daemon, metrics: DaemonMetrics, listen: str, stop: asyncio.Event
+) -> None:
+    """Serve until ``stop``."""
+
+    async def scrape(_request: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def ready(_request: web.Request) -> web.Response:
+        reasons = readiness(daemon)
+        body = orjson.dumps({"ready": not reasons, "reasons": reasons})
+        return web.Response(
+            body=body, status=200 if not reasons else 503, content_type="application/json"
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    app.router.add_get("/ready", ready)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = split_listen(listen)
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    structlog.get_logger().info("metrics.listening", listen=listen)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,13 @@
+"""The running liqwatch's version, as installed (``liqwatch --version``, the heartbeat, metrics)."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+
+def version() -> str:
+    """The installed liqwatch version ("unknown" when run from a bare checkout)."""
+    try:
+        return metadata.version("liqwatch")
+    except metadata.PackageNotFoundError:
+        return "unknown"
