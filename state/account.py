@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
@@ -56,6 +56,9 @@ class AccountState:
     status: Status
     positions: Mapping[PositionKey, StoredPosition]
     leverage: Mapping[PositionKey, Decimal]
+    # Near-liquidation warning state per part: ``warn|C`` (the cross account)
+    # or ``warn|I|<symbol>`` -> the stored text (state.warnings reads it).
+    warnings: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def cross_legs(self) -> list[Position]:
@@ -97,10 +100,13 @@ class AccountState:
         try:
             f = {fields[i].decode(): fields[i + 1].decode() for i in range(0, len(fields), 2)}
             leverage: dict[PositionKey, Decimal] = {}
+            warnings: dict[str, str] = {}
             for name, value in f.items():
                 if name.startswith("lev|"):
                     mode, _, symbol = name[4:].partition("|")
                     leverage[(MarginMode(mode), symbol)] = Decimal(value)
+                elif name.startswith("warn|"):
+                    warnings[name] = value
             stored: dict[PositionKey, StoredPosition] = {}
             for i in range(0, len(positions), 2):
                 mode, symbol = split_position_field(positions[i].decode())
@@ -114,6 +120,7 @@ class AccountState:
                 status=Status(f.get("status", Status.OPEN.value)),
                 positions=stored,
                 leverage=leverage,
+                warnings=warnings,
             )
         except (ValueError, KeyError, InvalidOperation, MarginError, orjson.JSONDecodeError) as exc:
             raise StoreError(f"account {account!r} is unreadable in Redis: {exc}") from exc

@@ -58,12 +58,17 @@ class ChangeSet:
         self._spec["nx"] = [key, ttl_s]
         return self
 
-    def xadd(self, key: str, fields: dict[str, str]) -> ChangeSet:
-        """Append one entry to the stream at ``key``."""
+    def field_is(self, key: str, field: str, value: str | None) -> ChangeSet:
+        """Commit only if hash field ``field`` of ``key`` holds ``value`` (None: absent)."""
+        self._spec["field"] = [key, field, "" if value is None else value]
+        return self
+
+    def xadd(self, key: str, fields: dict[str, str], max_len: int | None = None) -> ChangeSet:
+        """Append one entry to the stream at ``key`` (trimmed to about ``max_len``)."""
         flat: list[str] = []
         for name, value in fields.items():
             flat += [name, value]
-        self._spec["xadd"] = [key, flat]
+        self._spec["xadd"] = [key, flat] if max_len is None else [key, flat, max_len]
         return self
 
     def ack(self, key: str, group: str, *entry_ids: str) -> ChangeSet:
@@ -91,6 +96,14 @@ class ChangeSet:
     def zrem(self, key: str, member: str) -> ChangeSet:
         """Remove a sorted-set member."""
         return self._add("zrem", key, member)
+
+    def sadd(self, key: str, member: str) -> ChangeSet:
+        """Add a set member."""
+        return self._add("sadd", key, member)
+
+    def srem(self, key: str, member: str) -> ChangeSet:
+        """Remove a set member."""
+        return self._add("srem", key, member)
 
     def absorb(self, other: ChangeSet) -> ChangeSet:
         """Append ``other``'s writes after this one's (guards and acks are not taken)."""

@@ -167,6 +167,8 @@ def decide_isolated(
         keys.liquidating, now_ms, liquidating_member(MarginMode.ISOLATED, state.account, symbol)
     )
     cs.xadd(keys.events, event.to_fields())
+    if rules.warnings is not None:
+        cs.sadd(keys.warn_dirty, state.account)
     return cs, event
 
 
@@ -272,6 +274,8 @@ def claim_cross(
         unindex(cs, rules, leg.symbol, member)
     cs.zadd(keys.liquidating, now_ms, liquidating_member(MarginMode.CROSS, state.account))
     cs.xadd(keys.events, event.to_fields())
+    if rules.warnings is not None:
+        cs.sadd(keys.warn_dirty, state.account)
     return cs, event, None
 
 

@@ -90,6 +90,9 @@ def plan_inputs(
             priced = None
         crossed = crossed or (priced is not None and priced.health <= 0)
     assert current.seq is not None  # every applied update carries one
+    if rules.warnings is not None:
+        # Its warning state is looked at again at the marks of the moment.
+        cs.sadd(keys.warn_dirty, state.account)
     cs.set_seq(current.seq).bump(len(applied))
     current = replace(current, version=state.version + len(applied))
     return InputPlan(cs, current, applied, duplicates, rejected, crossed)
@@ -140,7 +143,7 @@ def _apply(
             cs.zrem(keys.liquidating, liquidating_member(MarginMode.CROSS, state.account))
             reband = True
     after = AccountState(
-        state.account, balance, msg.seq, state.version, status, positions, leverage
+        state.account, balance, msg.seq, state.version, status, positions, leverage, state.warnings
     )
     return after, reband, crossed
 

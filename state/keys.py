@@ -24,6 +24,15 @@ outside a shard is the process heartbeat, ``<prefix>:health`` (README, "Operator
 - ``P:{s}:in:lease`` string: the instance applying input now (TTL).
 - ``P:{s}:stats`` hash: counters.
 - ``P:{s}:generation`` string: the data-generation marker (JSON).
+- ``P:{s}:warn:<symbol>:down`` and ``:up`` zsets: near-liquidation warning
+  triggers of armed members (same members and rounding as ``idx``);
+  ``P:{s}:rearm:<symbol>:down`` and ``:up``: re-arm triggers of members in
+  warning; ``P:{s}:warn:dirty`` set: accounts whose warning state must be
+  looked at again (an input update or a claim changed them).
+- ``P:{s}:warned:cross`` and ``P:{s}:warned:isolated`` zsets: what is in
+  warning now (``<account>``, ``<account>|<symbol>``) -> warning ms.
+- ``P:{s}:warnings`` stream: warning events; ``P:{s}:warnid:<id>`` string:
+  idempotency key of one warning.
 - ``P:health`` string: heartbeat JSON with a TTL (one shard: the process's;
   several: ``P:health:<instance>`` per worker).
 - ``P:shards`` string: the shard count S the data is laid out for.
@@ -118,6 +127,32 @@ class Keys:
     def liq_id(self, liq_id: str) -> str:
         """Idempotency key of one liquidation decision."""
         return f"{self.base}:liqid:{liq_id}"
+
+    def warn_index(self, symbol: str, direction: Direction) -> str:
+        """Sorted set of the warning triggers of armed members on one (symbol, direction)."""
+        return f"{self.base}:warn:{symbol}:{direction}"
+
+    def rearm_index(self, symbol: str, direction: Direction) -> str:
+        """Sorted set of the re-arm triggers of members in warning on one (symbol, direction)."""
+        return f"{self.base}:rearm:{symbol}:{direction}"
+
+    @property
+    def warn_dirty(self) -> str:
+        """Set of accounts whose warning state must be looked at again."""
+        return f"{self.base}:warn:dirty"
+
+    def warned(self, mode: MarginMode) -> str:
+        """Sorted set of what is in warning now, of one kind, scored by warning ms."""
+        return f"{self.base}:warned:{mode.value.lower()}"
+
+    @property
+    def warnings(self) -> str:
+        """Warning events stream."""
+        return f"{self.base}:warnings"
+
+    def warn_id(self, warn_id: str) -> str:
+        """Idempotency key of one warning."""
+        return f"{self.base}:warnid:{warn_id}"
 
     @property
     def input(self) -> str:

@@ -67,6 +67,10 @@ _DOWN = Context(prec=PRECISION, rounding=ROUND_FLOOR, traps=_TRAPS)
 _BAND_SAFETY = ONE - Decimal("1e-24")
 # Relative half-width of the bracket the numeric solve must verify exactly.
 _SOLVE_TOLERANCE = Decimal("1e-13")
+# Recovery triggers are moved toward the mark by this much (relative), well
+# past the solve's tolerance, so that they are never late.
+_EARLY_DOWN = ONE + Decimal("1e-12")
+_EARLY_UP = ONE - Decimal("1e-12")
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,6 +430,63 @@ def trigger_bands(
             model, p = _leg_inputs(leg, models, marks)
             share = _DOWN.divide(_DOWN.multiply(slack, abs(leg.qty) * p), state.notional)
             bands.append(leg_triggers(leg.qty, model, _g(leg.qty, p, model) - share, p))
+        return bands
+
+
+def recovery_triggers(q: Decimal, model: MaintenanceModel, y: Decimal, mark: Decimal) -> Triggers:
+    """Return where a leg's value ``q*x - MM(|q|*x)``, below ``y`` at ``mark``, rises to ``y``.
+
+    The mirror of :func:`leg_triggers`, for a filter that must never be late
+    to see a value come back (near-liquidation warnings re-arm on it). Each
+    bound is moved toward the mark by a relative 1e-12, past the rounding of
+    any solve. A long's value rises with the price (``up``), a short's as the
+    price falls (``down``); an orderly long past its cap rises as the price
+    falls back to the cap, so its ``down`` is the mark itself (any fall).
+    """
+    check_decimal("qty", q)
+    check_decimal("target", y)
+    check_positive("mark", mark)
+    if q == 0:
+        raise MarginError("qty must not be 0")
+    with localcontext(_CTX):
+        if q < 0:
+            if y >= 0:
+                # A short is worth less than 0 at every price above 0.
+                return Triggers(None, None)
+            return Triggers(_UP.multiply(_rising_price_root(q, model, y), _EARLY_DOWN), None)
+        if isinstance(model, OrderlyModel) and model.cap.is_finite():
+            if model.top_value < y:
+                return Triggers(None, None)
+            if mark >= _DOWN.divide(model.cap, q):
+                return Triggers(mark, None)
+        return Triggers(None, _DOWN.multiply(_rising_price_root(q, model, y), _EARLY_UP))
+
+
+def recovery_bands(
+    balance: Decimal,
+    legs: Sequence[Position],
+    models: Mapping[str, MaintenanceModel],
+    marks: Mapping[str, Decimal],
+    *,
+    priced: CrossState | None = None,
+) -> list[Triggers]:
+    """Return triggers per leg such that H < 0 while no leg's mark has crossed its triggers.
+
+    The mirror of :func:`trigger_bands` for an account below zero (under
+    whatever ``models`` say: a warning's re-arm level): the deficit ``-H0``
+    is shared by notional, and each leg's trigger is where its value has made
+    up its share. Needs H < 0 at ``marks``.
+    """
+    state = priced if priced is not None else evaluate_cross(balance, legs, models, marks)
+    if state.health >= 0:
+        raise MarginError(f"recovery bands need health < 0, got {state.health}")
+    with localcontext(_CTX):
+        deficit = -state.health * _BAND_SAFETY
+        bands: list[Triggers] = []
+        for leg in legs:
+            model, p = _leg_inputs(leg, models, marks)
+            share = _DOWN.divide(_DOWN.multiply(deficit, abs(leg.qty) * p), state.notional)
+            bands.append(recovery_triggers(leg.qty, model, _g(leg.qty, p, model) + share, p))
         return bands
 
 

@@ -1,12 +1,16 @@
-"""The rules a decision is taken under: key names, markets, the equality rule, id lifetime."""
+"""The rules a decision is taken under: keys, markets, the equality rule, id lifetime, warnings."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from state.keys import Keys
 from state.models import MaintenanceModel, Market
+
+if TYPE_CHECKING:
+    from state.warnings import WarningRules
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +21,8 @@ class Rules:
     markets: Mapping[str, Market]
     at_equality: bool = False
     liq_id_ttl: int = 7 * 24 * 3600
+    # Near-liquidation warnings (None: off, and no warning key is written).
+    warnings: WarningRules | None = None
     models: Mapping[str, MaintenanceModel] = field(init=False)
 
     def __post_init__(self) -> None:

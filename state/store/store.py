@@ -19,6 +19,7 @@ from state.account import AccountState
 from state.changes import ChangeSet
 from state.errors import StoreError
 from state.keys import INPUT_GROUP, Direction, Keys
+from state.models import MarginMode
 from state.store.client import is_cluster
 from state.store.scripts import Script
 
@@ -81,6 +82,7 @@ class Store:
         self._renew = Script(redis, "renew_lease")
         self._release = Script(redis, "release_lease")
         self._drop_heartbeat = Script(redis, "drop_heartbeat")
+        self._warn_query = Script(redis, "warn_query")
 
     async def load(self, account: str) -> AccountState:
         """Read one account (an empty one if Redis has none)."""
@@ -184,6 +186,41 @@ class Store:
         flat = replies[-1]
         raw = {flat[i].decode(): (flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)}
         return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(rows))], raw
+
+    async def warn_query(
+        self, bounds: Sequence[tuple[str, float, float]], dirty: int, most: int
+    ) -> tuple[list[str], list[tuple[str, str, str]]]:
+        """Query the warning and re-arm triggers at ``(symbol, down_bound, up_bound)`` marks.
+
+        Returns up to ``dirty`` accounts of the dirty set, and the fired
+        members as ``(kind, symbol, account)``, kind ``C`` or ``I``; at most
+        ``most`` members per set and symbol.
+        """
+        keys = [self.keys.warn_dirty]
+        args: list[str | int] = [dirty, most]
+        for symbol, down, up in bounds:
+            keys += [
+                self.keys.warn_index(symbol, "down"),
+                self.keys.warn_index(symbol, "up"),
+                self.keys.rearm_index(symbol, "down"),
+                self.keys.rearm_index(symbol, "up"),
+            ]
+            args += [repr(down), repr(up)]
+        replies = await self._warn_query.one(keys, args)
+        named = [a.decode() for a in replies[0]]
+        fired: list[tuple[str, str, str]] = []
+        for i, (symbol, _, _) in enumerate(bounds):
+            for members in replies[1 + 4 * i : 5 + 4 * i]:
+                for raw in members:
+                    member = raw.decode()
+                    fired.append((member[0], symbol, member[2:]))
+        return named, fired
+
+    async def warning_counts(self) -> dict[str, int]:
+        """How many cross accounts and isolated positions are in warning now."""
+        cross = await self.redis.zcard(self.keys.warned(MarginMode.CROSS))
+        isolated = await self.redis.zcard(self.keys.warned(MarginMode.ISOLATED))
+        return {"cross": int(cross), "isolated": int(isolated)}
 
     @staticmethod
     def parse(

@@ -24,6 +24,10 @@ VIEWS: dict[str, tuple[str, Callable[[Any], str]]] = {
     "events": ("the last liquidation events", tables.events_text),
     "liquidating": ("in-flight liquidations and their age", tables.liquidating_text),
     "dead": ("the last dead letters", tables.dead_text),
+    "warnings": (
+        "what is in near-liquidation warning now, and the last warnings",
+        tables.warnings_text,
+    ),
     "stats": ("counters, stream lengths, the input group's backlog", tables.stats_text),
     "executors": (
         "the events stream's consumer groups: pending entries, their age, lag",
@@ -42,7 +46,7 @@ def add_view_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     elif name == "symbol":
         parser.add_argument("symbol", metavar="SYMBOL")
         parser.add_argument("--limit", type=positive_int, default=10, metavar="N")
-    elif name in ("events", "dead"):
+    elif name in ("events", "dead", "warnings"):
         parser.add_argument("--count", type=positive_int, default=20, metavar="N")
     elif name == "executors":
         parser.add_argument(
@@ -92,6 +96,7 @@ def inspect_command(args: argparse.Namespace) -> int:
         "events": lambda r: views.read_events(r, keys, args.count),
         "liquidating": lambda r: views.read_liquidating(r, keys, now),
         "dead": lambda r: views.read_dead(r, keys, args.count),
+        "warnings": lambda r: views.read_warnings(r, keys, args.count, now),
         "stats": lambda r: views.read_stats(r, keys),
         "executors": lambda r: views.read_executors(r, keys.events, now, warn_after),
     }
@@ -126,6 +131,7 @@ def _sharded_readers(
         "events": lambda r: sharded.read_stream(r, shards, args.count, views.read_events),
         "liquidating": lambda r: sharded.read_liquidating(r, shards, now),
         "dead": lambda r: sharded.read_stream(r, shards, args.count, views.read_dead),
+        "warnings": lambda r: sharded.read_warnings(r, shards, args.count, now),
         "stats": lambda r: sharded.read_stats(r, shards),
         "executors": lambda r: sharded.read_executors(r, shards, now, warn_after),
     }

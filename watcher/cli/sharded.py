@@ -73,6 +73,26 @@ async def read_liquidating(
     return sorted(rows, key=lambda row: row["claimed_ms"])
 
 
+async def read_warnings(
+    redis: aioredis.Redis, shards: Sequence[Keys], count: int, now_ms: int
+) -> Json:
+    """Every shard's warnings: counts added up, members oldest first, the last events."""
+    parts = await _each(shards, lambda k: views.read_warnings(redis, k, count, now_ms))
+    counts = {"cross": 0, "isolated": 0}
+    members: list[Json] = []
+    recent: list[Json] = []
+    for shard, part in parts:
+        for kind, n in part["in_warning"].items():
+            counts[kind] += n
+        members += [{**m, "shard": shard} for m in part["members"]]
+        recent += [{**r, "shard": shard} for r in part["recent"]]
+    return {
+        "in_warning": counts,
+        "members": sorted(members, key=lambda m: m["since_ms"]),
+        "recent": _by_entry(recent)[-count:],
+    }
+
+
 async def read_stats(redis: aioredis.Redis, shards: Sequence[Keys]) -> Json:
     """The counters and stream lengths added up over the shards; each shard's under ``shards``."""
     parts = await _each(shards, lambda keys: views.read_stats(redis, keys))

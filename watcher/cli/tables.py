@@ -237,6 +237,35 @@ def liquidating_text(rows: Sequence[Json]) -> str:
     )
 
 
+def warnings_text(view: Json) -> str:
+    """Render ``inspect warnings``: the counts, what is in warning, the last warnings."""
+    counts = view["in_warning"]
+    head = f"in warning: {counts['cross']} cross accounts, {counts['isolated']} isolated positions"
+    members = table(
+        ["MODE", "ACCOUNT", "SYMBOL", "SINCE", "AGE S"],
+        [
+            [m["mode"], m["account"], m["symbol"] or "-", when(m["since_ms"]), num(m["age_s"])]
+            for m in view["members"]
+        ],
+    )
+    recent = table(
+        ["DETECTED", "KIND", "ACCOUNT", "SYMBOL", "EQUITY", "REQUIRED", "ID"],
+        [
+            [
+                when(r.get("detected_ts")),
+                r.get("kind", "?"),
+                r.get("account", "?"),
+                r.get("symbol") or "-",
+                r.get("equity", "?"),
+                r.get("required", "?"),
+                r.get("id", "?"),
+            ]
+            for r in view["recent"]
+        ],
+    )
+    return f"{head}\n\n{members}\n\nlast warnings:\n{recent}"
+
+
 def dead_text(rows: Sequence[Json], width: int = 60) -> str:
     """Render ``inspect dead``; long messages are cut to ``width`` characters."""
 

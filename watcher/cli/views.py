@@ -405,6 +405,32 @@ async def read_liquidating(redis: aioredis.Redis, keys: Keys, now_ms: int) -> li
     return describe_liquidating(members, now_ms)
 
 
+async def read_warnings(redis: aioredis.Redis, keys: Keys, count: int, now_ms: int) -> Json:
+    """Read what is in warning now (oldest first) and the last ``count`` warning events."""
+    members = []
+    counts = {}
+    for mode in (MarginMode.CROSS, MarginMode.ISOLATED):
+        raw: Any = await redis.zrange(keys.warned(mode), 0, -1, withscores=True)
+        counts[mode.value.lower()] = len(raw)
+        for member, score in raw:
+            account, _, symbol = _text(member).partition("|")
+            members.append(
+                {
+                    "mode": mode.value,
+                    "account": account,
+                    "symbol": symbol or None,
+                    "since_ms": int(score),
+                    "age_s": round((now_ms - score) / 1000, 3),
+                }
+            )
+    entries: Any = await redis.xrevrange(keys.warnings, count=count)
+    return {
+        "in_warning": counts,
+        "members": sorted(members, key=lambda m: m["since_ms"]),
+        "recent": stream_rows(entries),
+    }
+
+
 async def read_stats(redis: aioredis.Redis, keys: Keys) -> Json:
     """Read the counters, the stream lengths and the input group's backlog (None without one)."""
     pipe = redis.pipeline(transaction=False)

@@ -342,7 +342,7 @@ class Daemon:
         return self.observed.loop_lag
 
     async def _observe(self, units: list[ShardUnit], now_ms: int) -> None:
-        """Read what the gauges need from Redis: input backlog, claims in flight."""
+        """Read what the gauges need from Redis: input backlog, claims in flight, in warning."""
         lag = pending = in_flight = 0
         known = True
         oldest: int | None = None
@@ -361,8 +361,16 @@ class Daemon:
             if flight is not None and flight[0]:
                 in_flight += flight[0]
                 oldest = flight[2] if oldest is None else min(oldest, flight[2])
+        warning: dict[str, int] = {}
+        for unit in units:
+            if unit.warnings is None:
+                continue
+            counts = await self.link.once("metrics.warnings", unit.store.warning_counts)
+            for kind, n in (counts or {}).items():
+                warning[kind] = warning.get(kind, 0) + n
         seen = self.observed
         seen.at = time.monotonic()
+        seen.in_warning = warning
         seen.input_lag, seen.input_lag_known, seen.input_pending = lag, known, pending
         seen.in_flight = in_flight
         seen.oldest_claim_age = 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)

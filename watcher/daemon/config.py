@@ -28,6 +28,7 @@ from state.models import (
 )
 from state.partial import MIN_TAKEOVER, default_rule
 from state.shards import MAX_SHARDS
+from state.warnings import WarningRules
 from watcher.feeds import VENUES
 from watcher.feeds.errors import quote
 from watcher.feeds.spec import (
@@ -124,6 +125,12 @@ EXECUTORS_NUMBERS = {
 SHARDS_NUMBERS = {
     "count": Bound(int, 1, MAX_SHARDS),
 }
+WARNINGS_NUMBERS = {
+    "interval": Bound(float, 0.01, 60.0),
+    "max_len": Bound(int, 1_000, 100_000_000),
+}
+# [warnings] rearm when not given: this much above the level.
+DEFAULT_REARM_GAP = Decimal("0.1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +175,9 @@ class Settings:
     metrics_listen: str | None = None
     # [daemon] log_level: the least severe log events written.
     log_level: str = "info"
+    # [warnings]: near-liquidation warnings (None: off); seconds between rounds.
+    warnings: WarningRules | None = None
+    warnings_interval: float = 0.1
 
     @property
     def keys(self) -> Keys:
@@ -277,6 +287,8 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
     _known(shards, "shards", set(SHARDS_NUMBERS))
     metrics = _table(doc, "metrics", required=False)
     _known(metrics, "metrics", {"listen"})
+    warnings = _table(doc, "warnings", required=False)
+    _known(warnings, "warnings", {"level", "rearm", *WARNINGS_NUMBERS})
 
     kwargs: dict[str, Any] = {}
     if "listen" in metrics:
@@ -304,6 +316,8 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
         kwargs["log_format"] = _choice(daemon, "log_format", "daemon", ("json", "console"))
     if "enabled" in audit:
         kwargs["audit_enabled"] = _bool(audit, "enabled", "audit")
+    if warnings:
+        kwargs.update(_warnings(warnings, markets))
     settings = Settings(
         redis_url=url,
         prefix=prefix,
@@ -327,6 +341,30 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
 
 FEED_KEYS = {"venue", "url", "symbols", "jump_band", "symbol_map", *FEED_NUMBERS}
 DAEMON_KEYS = {"instance", "log_format", "log_level", *DAEMON_NUMBERS}
+
+
+def _warnings(table: Mapping[str, Any], markets: Mapping[str, Market]) -> dict[str, Any]:
+    """``[warnings]``: the level (required), re-arm level, round interval, stream length."""
+    if "level" not in table:
+        raise ConfigError('warnings.level: missing (a multiple of maintenance, such as "1.5")')
+    level = _dec(table["level"], "warnings.level")
+    rearm = (
+        _dec(table["rearm"], "warnings.rearm") if "rearm" in table else level + DEFAULT_REARM_GAP
+    )
+    numbers = _numbers(table, "warnings", WARNINGS_NUMBERS)
+    try:
+        rules = WarningRules.build(
+            {s: m.maintenance for s, m in markets.items()},
+            level,
+            rearm,
+            int(numbers.get("max_len", 100_000)),
+        )
+    except MarginError as exc:
+        raise ConfigError(f"warnings: {exc}") from None
+    out: dict[str, Any] = {"warnings": rules}
+    if "interval" in numbers:
+        out["warnings_interval"] = numbers["interval"]
+    return out
 
 
 def _listen(text: str, where: str) -> str:

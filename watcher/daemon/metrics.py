@@ -69,6 +69,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "liqwatch_heartbeat_timestamp_seconds": ("gauge", "when the last heartbeat was written"),
     "liqwatch_audit_missed_total": ("counter", "liquidatable accounts the self-audit found"),
     "liqwatch_in_warning": ("gauge", "accounts and positions in warning, by kind"),
+    "liqwatch_warnings_total": ("counter", "near-liquidation warnings emitted, by kind"),
 }
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -214,6 +215,12 @@ class DaemonCollector(Collector):
             (kind,): float(n) for kind, n in seen.in_warning.items()
         }
         yield labelled("liqwatch_in_warning", "gauge", ["kind"], warning)
+        warned: dict[tuple[str, ...], float] = {}
+        for unit in units:
+            if unit.warnings is not None:
+                for kind, n in unit.warnings.warned.items():
+                    warned[(kind,)] = warned.get((kind,), 0) + n
+        yield labelled("liqwatch_warnings_total", "counter", ["kind"], warned)
 
 
 def readiness(daemon: Daemon) -> list[str]:

@@ -1,4 +1,4 @@
-"""One shard as a worker runs it: its store, engine, input consumer, data guard and auditor.
+"""One shard as a worker runs it: store, engine, input consumer, data guard, auditor, warnings.
 
 A worker runs a unit for each shard it holds. The unit's engine takes ticks
 from its own cursor on the worker's mark book (every unit sees every mark at
@@ -31,6 +31,7 @@ from watcher.daemon.consumer import InputConsumer
 from watcher.daemon.engine import Engine
 from watcher.daemon.guard import DataGuard, DataState
 from watcher.daemon.link import LinkClosed, RedisLink
+from watcher.daemon.warnings import WarningWatcher
 from watcher.feeds.book import Cursor, MarkBook
 
 
@@ -51,7 +52,13 @@ class ShardUnit:
         self.shard = shard
         self.keys = Keys(settings.prefix, shard)
         self.store = Store(redis, self.keys)
-        self.rules = Rules(self.keys, settings.markets, settings.at_equality, settings.liq_id_ttl)
+        self.rules = Rules(
+            self.keys,
+            settings.markets,
+            settings.at_equality,
+            settings.liq_id_ttl,
+            settings.warnings,
+        )
         self.book = book
         self.link = link
         self.cursor: Cursor | None = book.cursor(time.monotonic()) if shared_book else None
@@ -80,6 +87,17 @@ class ShardUnit:
             interval=settings.audit_interval,
             batch=settings.audit_batch,
         )
+        self.warnings: WarningWatcher | None = None
+        if settings.warnings is not None:
+            self.warnings = WarningWatcher(
+                self.store,
+                self.rules,
+                book,
+                link=link,
+                live_marks=self.engine.live_marks,
+                held=lambda: self.engine.held,
+                interval=settings.warnings_interval,
+            )
         self.settings = settings
         self.started = False
         self.flushed: Counter[str] = Counter()
@@ -98,7 +116,10 @@ class ShardUnit:
     @property
     def counters(self) -> Counter[str]:
         """This unit's counters, all components together."""
-        return self.engine.counters + self.consumer.counters + self.auditor.counters
+        counters = self.engine.counters + self.consumer.counters + self.auditor.counters
+        if self.warnings is not None:
+            counters += self.warnings.counters
+        return counters
 
     async def run(self, stop: asyncio.Event, *, fresh: bool) -> None:
         """Run the shard until ``stop``; ``fresh``: taken over, so look at every symbol first.
@@ -151,6 +172,10 @@ class ShardUnit:
             tg.create_task(closing_quietly(self.consumer.run(stop)), name=f"input-{self.shard}")
             if self.settings.audit_enabled:
                 tg.create_task(closing_quietly(self.auditor.run(stop)), name=f"audit-{self.shard}")
+            if self.warnings is not None:
+                tg.create_task(
+                    closing_quietly(self.warnings.run(stop)), name=f"warnings-{self.shard}"
+                )
 
 
 async def until_stop(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> bool:

@@ -23,14 +23,19 @@
 --            repeated claim can never emit twice. Checked before the version:
 --            the id names the version it was decided at, so a claim that
 --            exists is this decision, made (its answer perhaps lost).
+--   field    [key, field, value]: that hash field must hold value ("": be
+--            absent), else FIELD (a warning's state moved on meanwhile).
 --   ops      the writes, in order: ["hset", k, field, value], ["hdel", k, field],
---            ["zadd", k, score, member], ["zrem", k, member].
---   xadd     [key, [field, value, ...]]: the event (or dead letter) to append.
+--            ["zadd", k, score, member], ["zrem", k, member], ["sadd", k, member],
+--            ["srem", k, member].
+--   xadd     [key, [field, value, ...], maxlen?]: the event (or dead letter,
+--            or warning) to append; with maxlen, the stream is trimmed to
+--            about that many entries.
 --   ack      [key, group, [id, ...]]: input entries to acknowledge.
 --   set_seq  the account's last applied seq, stored.
 --   bump     how much to add to the account version.
 -- Returns one answer per change set: {outcome, version, entry id}, outcome
--- OK, DUP, CONFLICT, LEASE, DONE, NX, or ERROR with what Redis refused (a key
+-- OK, DUP, CONFLICT, LEASE, DONE, NX, FIELD, or ERROR with what Redis refused (a key
 -- of the wrong type written by hand; that change set stops there, the
 -- others go on).
 
@@ -78,6 +83,12 @@ local function commit(spec)
   if spec.version and spec.version ~= version then
     return {'CONFLICT', version}
   end
+  if spec.field then
+    local f = spec.field
+    if (redis.call('HGET', f[1], f[2]) or '') ~= f[3] then
+      return {'FIELD', version}
+    end
+  end
 
   for _, op in ipairs(spec.ops or {}) do
     local name = op[1]
@@ -89,6 +100,10 @@ local function commit(spec)
       redis.call('ZADD', op[2], op[3], op[4])
     elseif name == 'zrem' then
       redis.call('ZREM', op[2], op[3])
+    elseif name == 'sadd' then
+      redis.call('SADD', op[2], op[3])
+    elseif name == 'srem' then
+      redis.call('SREM', op[2], op[3])
     else
       error('commit.lua: unknown op ' .. tostring(name))
     end
@@ -101,7 +116,12 @@ local function commit(spec)
   end
   local entry = ''
   if spec.xadd then
-    entry = redis.call('XADD', spec.xadd[1], '*', unpack(spec.xadd[2]))
+    local x = spec.xadd
+    if x[3] then
+      entry = redis.call('XADD', x[1], 'MAXLEN', '~', x[3], '*', unpack(x[2]))
+    else
+      entry = redis.call('XADD', x[1], '*', unpack(x[2]))
+    end
   end
   if spec.nx then
     redis.call('SET', spec.nx[1], entry, 'EX', spec.nx[2])

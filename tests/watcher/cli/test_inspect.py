@@ -373,3 +373,45 @@ def test_describe_account_with_an_unknown_market_and_a_liquidatable_account():
     [old] = view["isolated"]
     assert old["known_market"] is False
     assert old["liq_price"] is None
+
+
+def test_warnings_lists_what_is_in_warning_and_the_last_warnings(config, sync_redis, capsys):
+    from state.warnings import WarningEvent
+
+    now = now_ms()
+    sync_redis.zadd(KEYS.warned(MarginMode.CROSS), {"A1": now - 5000})
+    sync_redis.zadd(KEYS.warned(MarginMode.ISOLATED), {f"A2|{ETH}": now - 1000})
+    event = WarningEvent(
+        id="A1:WARNING:CROSS:1",
+        kind=MarginMode.CROSS,
+        account="A1",
+        symbol=ETH,
+        positions=(),
+        marks={ETH: Decimal(2720)},
+        equity=Decimal(20),
+        maintenance_margin=Decimal("16.32"),
+        level=Decimal("1.5"),
+        rearm=Decimal("1.6"),
+        detected_ts=now - 5000,
+        seq="3",
+        count=1,
+        balance=Decimal(300),
+    )
+    sync_redis.xadd(KEYS.warnings, event.to_fields())
+
+    code, view = inspect(config, capsys, "warnings")
+
+    assert code == 0
+    assert view["in_warning"] == {"cross": 1, "isolated": 1}
+    assert [(m["mode"], m["account"], m["symbol"]) for m in view["members"]] == [
+        ("CROSS", "A1", None),
+        ("ISOLATED", "A2", ETH),
+    ]
+    assert view["members"][0]["age_s"] >= 5
+    (recent,) = view["recent"]
+    assert recent["id"] == "A1:WARNING:CROSS:1"
+    assert recent["required"] == "24.480"
+    assert main(["inspect", "--config", str(config), "warnings"]) == 0
+    text = capsys.readouterr().out
+    assert "in warning: 1 cross accounts, 1 isolated positions" in text
+    assert "A1:WARNING:CROSS:1" in text

@@ -186,7 +186,36 @@ BAD_VALUES = [
     ("audit", "enabeld = true", "unknown key (known: batch, enabled, interval)"),
     ("executors", "warn_afer = 5", "unknown key (known: warn_after)"),
     ("feeds", "max_ahaed = 5", "unknown key (known: jump_band, max_ahead, silence_timeout,"),
+    ("warnings", 'interval = 0.001\nlevel = "1.5"', "must be at least 0.01, got 0.001"),
+    ("warnings", 'max_len = 10\nlevel = "1.5"', "must be at least 1000, got 10"),
+    (
+        "warnings",
+        'levle = 2\nlevel = "1.5"',
+        "unknown key (known: interval, level, max_len, rearm)",
+    ),
 ]
+
+
+@pytest.mark.parametrize(
+    ("lines", "error"),
+    [
+        ('rearm = "2"', "warnings.level: missing"),
+        ('level = "1"', "warnings: level must be > 1"),
+        ('level = "abc"', "warnings.level: not a decimal"),
+        ('level = "1.5"\nrearm = "1.4"', "warnings: rearm must be >= level (1.5), got 1.4"),
+        ('level = "300"', "warnings: level 300: BTCUSDT maintenance scaled by it is invalid"),
+    ],
+)
+def test_warning_levels_are_checked_against_every_market(lines: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        parse_settings(config_with("warnings", lines), {})
+
+
+def test_warnings_default_to_off_and_rearm_to_level_plus_a_tenth() -> None:
+    assert parse_settings(BASE, {}).warnings is None
+    rules = parse_settings(config_with("warnings", 'level = "1.5"'), {}).warnings
+    assert rules is not None
+    assert (rules.level, rules.rearm, rules.max_len) == (Decimal("1.5"), Decimal("1.6"), 100_000)
 
 
 @pytest.mark.parametrize(("table", "lines", "error"), BAD_VALUES)

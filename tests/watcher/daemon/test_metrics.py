@@ -45,7 +45,7 @@ def value(samples, name: str, **labels: str) -> float:
 @pytest.fixture
 async def h(redis_server: RedisServer, redis_client):
     port = free_port()
-    extra = f'[metrics]\nlisten = "127.0.0.1:{port}"\n'
+    extra = f'[metrics]\nlisten = "127.0.0.1:{port}"\n[warnings]\nlevel = "1.5"\ninterval = 0.02\n'
     async with Harness(
         redis_server.url, {ETH: "3000", BTC: "60000"}, extra=extra, stale_after=0.6
     ) as harness:
@@ -69,6 +69,7 @@ async def test_every_metric_is_served_and_moves(h: Harness) -> None:
         if name in (
             "liqwatch_liquidations_total",
             "liqwatch_in_warning",
+            "liqwatch_warnings_total",
             "liqwatch_mark_refusals_total",
             "liqwatch_engine_candidates_total",
         ):
@@ -82,6 +83,15 @@ async def test_every_metric_is_served_and_moves(h: Harness) -> None:
     await h.isolated_long("M")  # input applied
     await h.send({"type": "balance", "account": "M", "balance": "1", "seq": 1})  # a duplicate
     await h.drained()
+    await h.tick({ETH: "2720", BTC: "60000"})  # M in warning: below 1.5 x maintenance
+    async with asyncio.timeout(10):
+        while not await h.redis.xlen(h.keys().warnings):
+            await asyncio.sleep(0.02)
+    await _beat(h)
+    warned = await scrape(port)
+    assert value(warned, "liqwatch_in_warning", kind="isolated") == 1
+    assert value(warned, "liqwatch_in_warning", kind="cross") == 0
+    assert value(warned, "liqwatch_warnings_total", kind="ISOLATED") == 1
     await h.tick({ETH: "2700", BTC: "60000"})  # liquidates M
     await _beat(h)
     after = await scrape(port)

@@ -1,0 +1,542 @@
+"""Near-liquidation warnings: one warning per crossing of a level, re-armed with hysteresis.
+
+A *part* is a cross account or one isolated position. It is *in warning*
+when its equity falls below ``level`` x its maintenance margin, and it is
+re-armed when its equity is back at ``rearm`` x maintenance or above
+(``rearm`` >= ``level``: the band between them is the hysteresis). Each
+crossing while armed gives one warning event; nothing more until re-armed.
+
+Found through index triggers like liquidations, never by a scan: an armed
+part sits in the ``warn`` sets at the prices where it would fall to the
+level (the liquidation triggers of the maintenance scaled by ``level``), a
+part in warning in the ``rearm`` sets at the prices where it would be back
+at ``rearm``. Accounts changed by input or a claim are put in a ``dirty``
+set and looked at again at the marks of the moment.
+
+Pure: :func:`plan_account` takes an account as read and returns guarded
+change sets, one per part: each commits only if the account is still at
+its version and the part's stored state is still what was read, and a
+warning's id (the part and its warning count) is written once (SET NX), so
+two instances or a retried commit can never emit a warning twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+import orjson
+
+from state import margin
+from state.account import AccountState, Status
+from state.bands import ALWAYS_DOWN
+from state.changes import ChangeSet
+from state.errors import MarginError
+from state.events import EventError, EventLeg, Fields
+from state.keys import DIRECTIONS, Direction, Keys, index_member
+from state.models import (
+    ONE,
+    Bracket,
+    BracketsModel,
+    FlatModel,
+    MaintenanceModel,
+    MarginMode,
+    OrderlyModel,
+    Position,
+)
+from state.rules import Rules
+
+CROSS_PART = "warn|C"
+# Triggers are moved toward the mark by this much (relative): the scaled
+# models agree with ``level`` x maintenance to about 1e-38, the solves to 1e-13.
+_EARLY_DOWN = ONE + Decimal("1e-12")
+_EARLY_UP = ONE - Decimal("1e-12")
+
+Action = Literal["warn", "rearm", "band", "clear"]
+# ``Keys.warn_index`` or ``Keys.rearm_index``.
+_IndexKey = Callable[[str, Direction], str]
+
+
+def isolated_part(symbol: str) -> str:
+    """The account-hash field holding an isolated position's warning state."""
+    return f"warn|I|{symbol}"
+
+
+def scaled(model: MaintenanceModel, factor: Decimal) -> MaintenanceModel:
+    """The same maintenance model with every requirement multiplied by ``factor``.
+
+    MarginError when the scaled rates leave what the model allows (a rate of
+    1 or more, or an orderly base rate above 0.5).
+    """
+    if isinstance(model, FlatModel):
+        return FlatModel(model.rate * factor)
+    if isinstance(model, BracketsModel):
+        return BracketsModel(
+            tuple(Bracket(b.floor, b.rate * factor, b.amount * factor) for b in model.brackets)
+        )
+    # n * max(f*mmr, f*mmr / (f*imr) * (f*factor) * n**0.8) = f * MM(n).
+    return OrderlyModel(model.base_imr * factor, model.base_mmr * factor, model.imr_factor * factor)
+
+
+@dataclass(frozen=True, slots=True)
+class WarningRules:
+    """The levels and the scaled models the warning triggers are computed with."""
+
+    level: Decimal
+    rearm: Decimal
+    max_len: int
+    warn_models: Mapping[str, MaintenanceModel]
+    rearm_models: Mapping[str, MaintenanceModel]
+
+    @classmethod
+    def build(
+        cls,
+        models: Mapping[str, MaintenanceModel],
+        level: Decimal,
+        rearm: Decimal,
+        max_len: int = 100_000,
+    ) -> WarningRules:
+        """Check the levels and scale every market's model; MarginError names what is wrong."""
+        if not (level.is_finite() and level > 1):
+            raise MarginError(f"level must be > 1 (a multiple of maintenance), got {level}")
+        if not (rearm.is_finite() and rearm >= level):
+            raise MarginError(f"rearm must be >= level ({level}), got {rearm}")
+        if max_len < 1:
+            raise MarginError(f"max_len must be >= 1, got {max_len}")
+        scaled_models = {}
+        for name, factor in (("level", level), ("rearm", rearm)):
+            out = {}
+            for symbol, model in models.items():
+                try:
+                    out[symbol] = scaled(model, factor)
+                except MarginError as exc:
+                    raise MarginError(
+                        f"{name} {factor}: {symbol} maintenance scaled by it is invalid: {exc}"
+                    ) from None
+            scaled_models[name] = out
+        return cls(level, rearm, max_len, scaled_models["level"], scaled_models["rearm"])
+
+
+@dataclass(frozen=True, slots=True)
+class PartState:
+    """A part's warning state: warnings issued so far, and whether it is in warning now."""
+
+    count: int = 0
+    warned: bool = False
+    since_ms: int = 0
+
+    @classmethod
+    def parse(cls, text: str | None) -> PartState:
+        """Read ``<count>|A`` or ``<count>|W|<ms>``; absent or unreadable is armed, count 0."""
+        if not text:
+            return cls()
+        parts = text.split("|")
+        try:
+            count = int(parts[0])
+            if parts[1] == "W":
+                return cls(count, True, int(parts[2]))
+            return cls(count, False)
+        except (ValueError, IndexError):
+            return cls()
+
+    def text(self) -> str:
+        """The stored form."""
+        return f"{self.count}|W|{self.since_ms}" if self.warned else f"{self.count}|A"
+
+
+@dataclass(frozen=True, slots=True)
+class WarningEvent:
+    """One warning: a part's equity fell below ``level`` x maintenance while armed."""
+
+    id: str
+    kind: MarginMode
+    account: str
+    symbol: str
+    positions: tuple[EventLeg, ...]
+    marks: Mapping[str, Decimal]
+    equity: Decimal
+    maintenance_margin: Decimal
+    level: Decimal
+    rearm: Decimal
+    detected_ts: int
+    seq: str
+    count: int
+    balance: Decimal | None = None
+
+    @property
+    def required(self) -> Decimal:
+        """``level`` x maintenance: what the equity fell below."""
+        return self.level * self.maintenance_margin
+
+    def to_fields(self) -> dict[str, str]:
+        """The flat string fields of the stream entry (README, "Near-liquidation warnings")."""
+        fields = {
+            "id": self.id,
+            "kind": self.kind.value,
+            "account": self.account,
+            "symbol": self.symbol,
+            "positions": orjson.dumps([leg.to_json() for leg in self.positions]).decode(),
+            "marks": orjson.dumps({s: str(p) for s, p in self.marks.items()}).decode(),
+            "equity": str(self.equity),
+            "maintenance_margin": str(self.maintenance_margin),
+            "required": str(self.required),
+            "level": str(self.level),
+            "rearm": str(self.rearm),
+            "detected_ts": str(self.detected_ts),
+            "seq": self.seq,
+            "count": str(self.count),
+        }
+        if self.balance is not None:
+            fields["balance"] = str(self.balance)
+        return fields
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> WarningEvent:
+        """Read a warnings-stream entry; EventError names what is wrong."""
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        try:
+            positions = orjson.loads(f["positions"])
+            marks = orjson.loads(f["marks"])
+            if not isinstance(positions, list) or not isinstance(marks, dict):
+                raise EventError("positions and marks must be a JSON array and object")
+            balance = f.get("balance")
+            return cls(
+                id=f["id"],
+                kind=MarginMode(f["kind"]),
+                account=f["account"],
+                symbol=f["symbol"],
+                positions=tuple(EventLeg.from_json(item) for item in positions),
+                marks={str(s): Decimal(str(p)) for s, p in marks.items()},
+                equity=Decimal(f["equity"]),
+                maintenance_margin=Decimal(f["maintenance_margin"]),
+                level=Decimal(f["level"]),
+                rearm=Decimal(f["rearm"]),
+                detected_ts=int(f["detected_ts"]),
+                seq=f["seq"],
+                count=int(f["count"]),
+                balance=None if balance is None else Decimal(balance),
+            )
+        except KeyError as exc:
+            raise EventError(f"{exc.args[0]}: missing") from None
+        except (ValueError, InvalidOperation, orjson.JSONDecodeError) as exc:
+            raise EventError(f"not a warning: {exc!r}") from None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True, slots=True)
+class WarningPlan:
+    """One part's guarded change: a warning (with its event), a re-arm, new triggers, a clean-up."""
+
+    part: str
+    action: Action
+    change: ChangeSet
+    event: WarningEvent | None = None
+
+
+# What made an account a candidate: ("C", symbol) or ("I", symbol) of a fired index member.
+Fired = Iterable[tuple[str, str]]
+
+
+def plan_account(
+    rules: Rules,
+    state: AccountState,
+    marks: Mapping[str, Decimal],
+    now_ms: int,
+    fired: Fired = (),
+) -> list[WarningPlan]:
+    """Look at every part of an account at ``marks``; return each part's guarded change.
+
+    A part whose symbol (or a cross leg's) has no mark in ``marks`` is left
+    as it is (its triggers stay and fire again). Members that fired on a
+    symbol where the account no longer has that part are removed there.
+    """
+    w = rules.warnings
+    if w is None:
+        return []
+    fired = set(fired)
+    plans: list[WarningPlan] = []
+    cross = _plan_cross(rules, w, state, marks, now_ms, fired)
+    if cross is not None:
+        plans.append(cross)
+    isolated_symbols = set()
+    for (mode, symbol), stored in sorted(state.positions.items()):
+        if mode is not MarginMode.ISOLATED:
+            continue
+        isolated_symbols.add(symbol)
+        plan = _plan_isolated(rules, w, state, stored.position, stored.status, marks, now_ms)
+        if plan is not None:
+            plans.append(plan)
+    # Parts gone (a closed position) and members left on a symbol without the part.
+    cleared = set()
+    for name in state.warnings:
+        if name.startswith("warn|I|") and name[7:] not in isolated_symbols:
+            cleared.add(name[7:])
+            plans.append(_clear(rules, state, name, [name[7:]]))
+    stale = sorted({s for kind, s in fired if kind == "I"} - isolated_symbols - cleared)
+    if stale:
+        cs = _guarded(rules, state)
+        member = index_member(MarginMode.ISOLATED, state.account)
+        for symbol in stale:
+            _unindex(cs, rules.keys, symbol, member)
+        plans.append(WarningPlan(isolated_part(stale[0]), "clear", cs))
+    return plans
+
+
+def _guarded(rules: Rules, state: AccountState, part: str | None = None) -> ChangeSet:
+    cs = ChangeSet(rules.keys, state.account).expect_version(state.version)
+    if part is not None:
+        cs.field_is(rules.keys.account(state.account), part, state.warnings.get(part))
+    return cs
+
+
+def _plan_cross(
+    rules: Rules,
+    w: WarningRules,
+    state: AccountState,
+    marks: Mapping[str, Decimal],
+    now_ms: int,
+    fired: set[tuple[str, str]],
+) -> WarningPlan | None:
+    legs = state.cross_legs if state.status is Status.OPEN else []
+    leg_symbols = {leg.symbol for leg in legs}
+    stale = sorted({s for kind, s in fired if kind == "C" and s not in leg_symbols})
+    if not legs:
+        if CROSS_PART in state.warnings or stale:
+            symbols = sorted({leg.symbol for leg in state.cross_legs} | set(stale))
+            return _clear(rules, state, CROSS_PART, symbols)
+        return None
+    if any(leg.symbol not in marks for leg in legs):
+        return None  # held: its triggers stay and fire again
+    used = {leg.symbol: marks[leg.symbol] for leg in legs}
+    priced = margin.evaluate_cross(state.balance, legs, rules.models, used)
+    st = PartState.parse(state.warnings.get(CROSS_PART))
+    cs = _guarded(rules, state, CROSS_PART)
+    member = index_member(MarginMode.CROSS, state.account)
+    for symbol in stale:
+        _unindex(cs, rules.keys, symbol, member)
+    acct_key = rules.keys.account(state.account)
+    warned_key = rules.keys.warned(MarginMode.CROSS)
+    if not st.warned:
+        if priced.equity - w.level * priced.maintenance < 0:
+            fired_on = next((s for kind, s in sorted(fired) if kind == "C" and s in used), "")
+            event = WarningEvent(
+                id=f"{state.account}:WARNING:CROSS:{st.count + 1}",
+                kind=MarginMode.CROSS,
+                account=state.account,
+                symbol=fired_on,
+                positions=tuple(EventLeg.of(leg, used[leg.symbol]) for leg in legs),
+                marks=used,
+                equity=priced.equity,
+                maintenance_margin=priced.maintenance,
+                level=w.level,
+                rearm=w.rearm,
+                detected_ts=now_ms,
+                seq="" if state.seq is None else str(state.seq),
+                count=st.count + 1,
+                balance=state.balance,
+            )
+            now = PartState(st.count + 1, True, now_ms)
+            cs.hset(acct_key, CROSS_PART, now.text())
+            cs.zadd(warned_key, now_ms, state.account)
+            _cross_rearm_bands(cs, rules, w, state, legs, used, member)
+            _emit(cs, rules, event)
+            return WarningPlan(CROSS_PART, "warn", cs, event)
+        _cross_warn_bands(cs, rules, w, state, legs, used, member)
+        return WarningPlan(CROSS_PART, "band", cs)
+    if priced.equity - w.rearm * priced.maintenance >= 0:
+        cs.hset(acct_key, CROSS_PART, replace(st, warned=False).text())
+        cs.zrem(warned_key, state.account)
+        _cross_warn_bands(cs, rules, w, state, legs, used, member)
+        return WarningPlan(CROSS_PART, "rearm", cs)
+    _cross_rearm_bands(cs, rules, w, state, legs, used, member)
+    return WarningPlan(CROSS_PART, "band", cs)
+
+
+def _cross_warn_bands(
+    cs: ChangeSet,
+    rules: Rules,
+    w: WarningRules,
+    state: AccountState,
+    legs: list[Position],
+    marks: Mapping[str, Decimal],
+    member: str,
+) -> None:
+    keys = rules.keys
+    try:
+        bands = margin.trigger_bands(state.balance, legs, w.warn_models, marks)
+    except (ArithmeticError, MarginError):
+        bands = []  # on the level itself: looked at on every tick
+    for i, leg in enumerate(legs):
+        _unindex(cs, keys, leg.symbol, member, warn=False)
+        if bands:
+            _set(cs, keys.warn_index, leg.symbol, member, bands[i])
+        else:
+            _always(cs, keys.warn_index, leg.symbol, member)
+
+
+def _cross_rearm_bands(
+    cs: ChangeSet,
+    rules: Rules,
+    w: WarningRules,
+    state: AccountState,
+    legs: list[Position],
+    marks: Mapping[str, Decimal],
+    member: str,
+) -> None:
+    keys = rules.keys
+    try:
+        bands = margin.recovery_bands(state.balance, legs, w.rearm_models, marks)
+    except (ArithmeticError, MarginError):
+        bands = []  # on the re-arm level itself: looked at on every tick
+    for i, leg in enumerate(legs):
+        _unindex(cs, keys, leg.symbol, member, rearm=False)
+        if bands:
+            _set(cs, keys.rearm_index, leg.symbol, member, bands[i], pad=False)
+        else:
+            _always(cs, keys.rearm_index, leg.symbol, member)
+
+
+def _plan_isolated(
+    rules: Rules,
+    w: WarningRules,
+    state: AccountState,
+    position: Position,
+    status: Status,
+    marks: Mapping[str, Decimal],
+    now_ms: int,
+) -> WarningPlan | None:
+    symbol = position.symbol
+    part = isolated_part(symbol)
+    if status is not Status.OPEN:
+        return _clear(rules, state, part, [symbol]) if part in state.warnings else None
+    mark = marks.get(symbol)
+    if mark is None:
+        return None
+    keys = rules.keys
+    model = rules.models[symbol]
+    equity = margin.isolated_equity(position, mark)
+    mm = margin.isolated_maintenance(position, mark, model)
+    st = PartState.parse(state.warnings.get(part))
+    cs = _guarded(rules, state, part)
+    member = index_member(MarginMode.ISOLATED, state.account)
+    acct_key = keys.account(state.account)
+    warned_key = keys.warned(MarginMode.ISOLATED)
+    warned_member = f"{state.account}|{symbol}"
+    if not st.warned:
+        if equity - w.level * mm < 0:
+            event = WarningEvent(
+                id=f"{state.account}:WARNING:ISOLATED:{symbol}:{st.count + 1}",
+                kind=MarginMode.ISOLATED,
+                account=state.account,
+                symbol=symbol,
+                positions=(EventLeg.of(position, mark),),
+                marks={symbol: mark},
+                equity=equity,
+                maintenance_margin=mm,
+                level=w.level,
+                rearm=w.rearm,
+                detected_ts=now_ms,
+                seq="" if state.seq is None else str(state.seq),
+                count=st.count + 1,
+            )
+            now = PartState(st.count + 1, True, now_ms)
+            cs.hset(acct_key, part, now.text())
+            cs.zadd(warned_key, now_ms, warned_member)
+            _isolated_rearm(cs, keys, w, position, mark, member)
+            _emit(cs, rules, event)
+            return WarningPlan(part, "warn", cs, event)
+        _isolated_warn(cs, keys, w, position, member)
+        return WarningPlan(part, "band", cs)
+    if equity - w.rearm * mm >= 0:
+        cs.hset(acct_key, part, replace(st, warned=False).text())
+        cs.zrem(warned_key, warned_member)
+        _isolated_warn(cs, keys, w, position, member)
+        return WarningPlan(part, "rearm", cs)
+    _isolated_rearm(cs, keys, w, position, mark, member)
+    return WarningPlan(part, "band", cs)
+
+
+def _isolated_warn(
+    cs: ChangeSet, keys: Keys, w: WarningRules, position: Position, member: str
+) -> None:
+    triggers = margin.isolated_triggers(position, w.warn_models[position.symbol])
+    _unindex(cs, keys, position.symbol, member, warn=False)
+    _set(cs, keys.warn_index, position.symbol, member, triggers)
+
+
+def _isolated_rearm(
+    cs: ChangeSet, keys: Keys, w: WarningRules, position: Position, mark: Decimal, member: str
+) -> None:
+    assert position.margin is not None  # an ISOLATED position has one
+    target = position.qty * position.entry_price - position.margin
+    try:
+        triggers = margin.recovery_triggers(
+            position.qty, w.rearm_models[position.symbol], target, mark
+        )
+    except (ArithmeticError, MarginError):
+        triggers = margin.Triggers(mark, mark)
+    _unindex(cs, keys, position.symbol, member, rearm=False)
+    _set(cs, keys.rearm_index, position.symbol, member, triggers, pad=False)
+
+
+def _clear(rules: Rules, state: AccountState, part: str, symbols: list[str]) -> WarningPlan:
+    """Forget a part that is gone or being liquidated: its state, its triggers, its warning."""
+    keys = rules.keys
+    cs = _guarded(rules, state, part)
+    cs.hdel(keys.account(state.account), part)
+    if part == CROSS_PART:
+        cs.zrem(keys.warned(MarginMode.CROSS), state.account)
+        member = index_member(MarginMode.CROSS, state.account)
+    else:
+        cs.zrem(keys.warned(MarginMode.ISOLATED), f"{state.account}|{part[7:]}")
+        member = index_member(MarginMode.ISOLATED, state.account)
+    for symbol in symbols:
+        _unindex(cs, keys, symbol, member)
+    return WarningPlan(part, "clear", cs)
+
+
+def _emit(cs: ChangeSet, rules: Rules, event: WarningEvent) -> None:
+    assert rules.warnings is not None
+    cs.once(rules.keys.warn_id(event.id), rules.liq_id_ttl)
+    cs.xadd(rules.keys.warnings, event.to_fields(), rules.warnings.max_len)
+
+
+def _set(
+    cs: ChangeSet,
+    index: _IndexKey,
+    symbol: str,
+    member: str,
+    triggers: margin.Triggers,
+    *,
+    pad: bool = True,
+) -> None:
+    """Score ``member`` at ``triggers`` (moved a hair toward the mark) in both sets of one kind."""
+    prices = (triggers.down, triggers.up)
+    for direction, price, early in zip(DIRECTIONS, prices, (_EARLY_DOWN, _EARLY_UP), strict=True):
+        key = index(symbol, direction)
+        if price is None:
+            cs.zrem(key, member)
+        else:
+            at = price * early if pad else price
+            cs.zadd(key, margin.index_score(at, down=direction == "down"), member)
+
+
+def _always(cs: ChangeSet, index: _IndexKey, symbol: str, member: str) -> None:
+    """Make ``member`` a candidate of one kind on every tick of ``symbol``."""
+    cs.zadd(index(symbol, "down"), ALWAYS_DOWN, member)
+    cs.zrem(index(symbol, "up"), member)
+
+
+def _unindex(
+    cs: ChangeSet, keys: Keys, symbol: str, member: str, *, warn: bool = True, rearm: bool = True
+) -> None:
+    for direction in DIRECTIONS:
+        if warn:
+            cs.zrem(keys.warn_index(symbol, direction), member)
+        if rearm:
+            cs.zrem(keys.rearm_index(symbol, direction), member)
