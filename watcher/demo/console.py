@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from state.events import EventError, LiquidationEvent
 from state.keys import Keys
+from state.models import MarginMode
 from state.store.streams import stream_entries
 
 MarkFields = tuple[bytes | str | None, bytes | str | None]
@@ -96,15 +97,25 @@ def format_unreadable(entry_id: str, error: EventError) -> str:
     return f"unreadable event {entry_id}: {error}"
 
 
-def format_marks(marks: Mapping[str, MarkFields], totals: Mapping[str, int]) -> str:
-    """Return one line: each symbol's (price, status) and the events seen so far by kind."""
+def format_marks(
+    marks: Mapping[str, MarkFields],
+    totals: Mapping[str, int],
+    warnings: tuple[int, int] | None = None,
+) -> str:
+    """Return one line: each symbol's (price, status), the events so far by kind, warnings.
+
+    ``warnings``: (warnings emitted, parts in warning now), when they are on.
+    """
     shown = " | ".join(
         f"{short_symbol(symbol)} {_price(_text(price))} {_text(status) or _MISSING}"
         for symbol, (price, status) in marks.items()
     )
     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(totals.items()))
     total = sum(totals.values())
-    return f"marks  {shown}  ||  events {total}" + (f" ({kinds})" if kinds else "")
+    line = f"marks  {shown}  ||  events {total}" + (f" ({kinds})" if kinds else "")
+    if warnings is not None:
+        line += f"  ||  warnings {warnings[0]} (in warning now {warnings[1]})"
+    return line
 
 
 class ConsoleView:
@@ -120,8 +131,10 @@ class ConsoleView:
         marks_every: float = 5.0,
         block_ms: int = 500,
         from_id: str = "0",
+        warnings: bool = False,
     ) -> None:
         self._redis = redis
+        self._warnings = warnings
         self._keys = keys
         self._symbols = tuple(symbols)
         self._out = out
@@ -171,9 +184,15 @@ class ConsoleView:
         async with self._redis.pipeline(transaction=False) as pipe:
             for symbol in self._symbols:
                 pipe.hmget(self._keys.mark(symbol), ["price", "status"])
+            if self._warnings:
+                pipe.xlen(self._keys.warnings)
+                pipe.zcard(self._keys.warned(MarginMode.CROSS))
+                pipe.zcard(self._keys.warned(MarginMode.ISOLATED))
             rows = await pipe.execute()
-        marks = {symbol: (row[0], row[1]) for symbol, row in zip(self._symbols, rows, strict=True)}
-        self._write(format_marks(marks, self.totals))
+        n = len(self._symbols)
+        marks = {s: (row[0], row[1]) for s, row in zip(self._symbols, rows[:n], strict=True)}
+        warned = (rows[n], rows[n + 1] + rows[n + 2]) if self._warnings else None
+        self._write(format_marks(marks, self.totals, warned))
 
     def _write(self, line: str) -> None:
         self._out.write(line + "\n")

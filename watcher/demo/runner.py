@@ -13,11 +13,13 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Coroutine
+from decimal import Decimal
 from typing import Any, TextIO
 
 from state.inputs import validate_lines
 from state.store import Store
 from state.store.client import open_client
+from state.warnings import WarningRules
 from watcher.daemon.app import run_daemon
 from watcher.daemon.config import Settings
 from watcher.daemon.logs import configure_logging
@@ -49,7 +51,9 @@ async def run_demo(
     companion: Companion | None = None,
 ) -> int:
     """Run the demo until Ctrl-C (or ``duration`` seconds); return the number of liquidations."""
-    configure_logging("console", logging.WARNING, drop=frozenset({"liquidation.emitted"}))
+    configure_logging(
+        "console", logging.WARNING, drop=frozenset({"liquidation.emitted", "warning.emitted"})
+    )
     markets = demo_markets()
     marks = demo_marks()
     stop = asyncio.Event()
@@ -74,6 +78,9 @@ async def run_demo(
                 instance="demo",
                 heartbeat_interval=1.0,
                 metrics_listen=f"127.0.0.1:{metrics_port}",
+                warnings=WarningRules.build(
+                    {s: m.maintenance for s, m in markets.items()}, Decimal("1.5"), Decimal("1.6")
+                ),
             )
             print(
                 f"liqwatch demo: redis {redis_server.url}, Orderly-format feed {feed.url},"
@@ -94,7 +101,7 @@ async def run_demo(
                 await Store(redis, settings.keys).append_input(messages)
                 print(f"loaded {len(messages)} input messages for {accounts} accounts", file=out)
                 executor = DemoExecutor(redis, settings.keys, reopen_probability=0.5)
-                console = ConsoleView(redis, settings.keys, sorted(markets), out=out)
+                console = ConsoleView(redis, settings.keys, sorted(markets), out=out, warnings=True)
                 async with PrintingSink(DEMO_SECRET, out) as sink, asyncio.TaskGroup() as tg:
                     print(
                         f"notifier: liquidations go to a signed webhook at {sink.url}"
