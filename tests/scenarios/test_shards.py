@@ -124,6 +124,32 @@ async def test_input_in_the_wrong_shard_is_dead_lettered(redis_cluster) -> None:
         assert await h.redis.exists(Keys("liq", wrong).account("A")) == 0
 
 
+async def test_entries_left_pending_by_a_dead_worker_are_applied_by_the_next(
+    redis_cluster,
+) -> None:
+    """A worker read an entry and died before acknowledging it: the shard's next holder applies it.
+
+    The shard coordinator takes the lease for the worker, so its input
+    consumer first sees the lease as already its own: that is a takeover too.
+    """
+    await _flushed(redis_cluster.url)
+    keys = Keys("liq", shard_of("A", S))
+    msg = {"type": "balance", "account": "A", "balance": "5", "seq": 1}
+    async with Harness(redis_cluster.url, {ETH: "3000"}, shards=S, cluster=True) as h:
+        await h.redis.xgroup_create(keys.input, "liqwatch", id="0", mkstream=True)
+        await h.redis.xadd(keys.input, {"msg": orjson.dumps(msg)})
+        # Read by a worker that then died: pending under its name, never acknowledged.
+        await h.redis.xreadgroup("liqwatch", "dead-worker", {keys.input: ">"})
+        await h.start("w")
+        await h.balanced()
+        await h.drained()
+        assert await h.redis.hget(keys.account("A"), "balance") == b"5"
+        assert (await h.redis.xpending(keys.input, "liqwatch"))["pending"] == 0
+        await h.daemon.beat()
+        beat = orjson.loads(await h.redis.get(Keys().worker_health("w")))
+        assert shard_of("A", S) in beat["input_leader"]
+
+
 async def test_workers_join_and_leave_while_marks_move(redis_cluster) -> None:
     """Shares follow the workers (at most ceil(S/W) each); nothing missed or doubled."""
     await _flushed(redis_cluster.url)

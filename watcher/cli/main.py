@@ -1,4 +1,4 @@
-"""The ``liqwatch`` command line: run, demo, load, inspect, health, trim (README, "Commands").
+"""The ``liqwatch`` command line: every subcommand of ``liqwatch --help`` (README, "Commands").
 
 Exit codes: 0 done; 1 the work failed (bad input lines, Redis unreachable or
 refusing, a stale or missing heartbeat, an unknown account); 2 a bad command

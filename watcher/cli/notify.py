@@ -24,10 +24,10 @@ def notify_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise Failed(str(exc), EXIT_USAGE) from None
     # Lazily: the other commands work without aiohttp's imports.
-    from watcher.daemon.logs import configure_logging
+    from watcher.daemon.logs import configure_logging, level_number
     from watcher.notify.app import run_notifier
 
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, level_number(settings.log_level))
     log = structlog.get_logger()
     try:
         asyncio.run(run_notifier(settings, notify))

@@ -135,8 +135,10 @@ class InputConsumer:
                         self._lost()
                     await asyncio.sleep(self.lease_ttl_ms / 3000)
                     continue
-                if lease == "acquired":
-                    # Freshly ours, even if we held it before a stall: whoever
+                if lease == "acquired" or not self.leader:
+                    # Freshly ours (also when the shard coordinator took the
+                    # lease for this worker and we only see it renewed), even
+                    # if we held it before a stall: whoever
                     # held it in between may have left entries pending, and a
                     # commit of ours in flight when it lapsed was refused: every
                     # pending entry is read again, from the first.

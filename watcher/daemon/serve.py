@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from watcher.daemon.app import Daemon
 
 
+# Seconds between attempts to bind a listen address that is taken.
+RETRY = 5.0
+
+
 def split_listen(listen: str) -> tuple[str, int]:
     """``host:port`` -> (host, port); the config has checked it."""
     host, _, port = listen.rpartition(":")
@@ -48,10 +52,23 @@ async def serve_metrics(
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = split_listen(listen)
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    structlog.get_logger().info("metrics.listening", listen=listen)
+    log = structlog.get_logger().bind(component="metrics")
     try:
+        while True:
+            try:
+                await web.TCPSite(runner, host, port).start()
+                break
+            except OSError as exc:
+                # Liquidations go on without the listener (Prometheus alerts on
+                # the missing target); the port is tried again until it is free.
+                log.error("metrics.listen_failed", listen=listen, error=str(exc), retry_s=RETRY)
+                try:
+                    async with asyncio.timeout(RETRY):
+                        await stop.wait()
+                    return
+                except TimeoutError:
+                    continue
+        log.info("metrics.listening", listen=listen)
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -5,7 +5,7 @@ this module reads only ``[notify]``. Every error is a one-line ConfigError
 naming the key path, with the same bounds grammar as the daemon's keys.
 A secret (a webhook URL, an HMAC key, a routing key) is never quoted in an
 error: it is given inline (``url = "..."``) or read from a file
-(``url_file = "/run/secrets/..."``, trailing whitespace dropped), and held
+(``url_file = "/run/secrets/..."``, surrounding whitespace dropped), and held
 as a :class:`~watcher.notify.secret.Secret`.
 """
 
@@ -67,7 +67,7 @@ NOTIFY_NUMBERS = {
 SECRET_KEYS = {
     SinkType.WEBHOOK: ("url", "secret"),
     SinkType.SLACK: ("url",),
-    SinkType.PAGERDUTY: ("routing_key",),
+    SinkType.PAGERDUTY: ("url", "routing_key"),
 }
 SINK_KEYS = {
     SinkType.WEBHOOK: {"url", "secret"},

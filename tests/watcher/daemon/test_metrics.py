@@ -136,3 +136,24 @@ async def test_ready_only_while_every_symbol_is_live(h: Harness) -> None:
     await h.tick({ETH: "3001", BTC: "60000"})
     status, body = await ready(port)
     assert status == 200, body
+
+
+async def test_a_taken_metrics_port_does_not_stop_the_daemon(redis_server, redis_client) -> None:
+    """Liquidations go on; the listener error is one log line; the port is tried again."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    extra = f'[metrics]\nlisten = "127.0.0.1:{port}"\n'
+    try:
+        async with Harness(redis_server.url, {ETH: "3000", BTC: "60000"}, extra=extra) as h:
+            await h.start()
+            await h.tick({ETH: "3000", BTC: "60000"})
+            await h.isolated_long("M")
+            await h.tick({ETH: "2700", BTC: "60000"})
+            assert len(await h.events()) == 1
+            assert not h.daemons[0][2].done()
+    finally:
+        taken.close()

@@ -90,6 +90,17 @@ def test_secrets_are_read_from_files(tmp_path: Path):
     assert (w.url.reveal(), w.secret) == (HOOK, Secret(KEY))
 
 
+def test_a_pagerduty_url_and_routing_key_may_come_from_files(tmp_path: Path):
+    (tmp_path / "url").write_text("https://events.example/v2/enqueue\n")
+    (tmp_path / "rk").write_text("R\n")
+    notify = parse(
+        f'[notify]\n[[notify.sinks]]\nname = "p"\ntype = "pagerduty"\n'
+        f'url_file = "{tmp_path}/url"\nrouting_key_file = "{tmp_path}/rk"\n'
+    )
+    [p] = notify.sinks
+    assert (p.url.reveal(), p.routing_key) == ("https://events.example/v2/enqueue", Secret("R"))
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
