@@ -8,7 +8,10 @@ point finds it again on its next start.
 A sink that has an entry other sinks still owe is written down in the
 shard's ``notify:<group>:sent`` hash (:mod:`.keys`), so a redelivered entry
 skips it. The last sink to finish writes nothing there: its XACK, with the
-HDEL of the entry's fields, is one transaction. The one duplicate left is a
+HDEL of the entry's fields, is one transaction, sent only once the entry's
+earlier writes there are answered (each sink writes on its own connection,
+and Redis runs two connections' commands in either order: an HSET landing
+after the HDEL would leave its field behind for good). The one duplicate left is a
 sink's message delivered just before the notifier died, before it could
 write that down: delivery is at least once, never exactly once.
 """
@@ -50,6 +53,9 @@ class Held:
 
     entry: Entry
     owed: set[str] = field(default_factory=set)
+    # The writes of sinks' parts to the sent hash not answered yet: the XACK
+    # that clears the entry's fields there waits for them.
+    writing: set[asyncio.Future[None]] = field(default_factory=set)
 
 
 class Progress:
@@ -186,13 +192,44 @@ class Progress:
     async def _write_chunk(self, chunk: list[Entry], sink: str, dead: DeadLetter | None) -> None:
         keys = chunk[0].keys
         complete: list[Entry] = []
-        partial: list[Entry] = []
+        partial: list[Held] = []
+        # Writes of the complete entries' parts still on their way: this write's
+        # HDEL must come after them. Each was begun before this one, so none of
+        # them waits on this one.
+        earlier: set[asyncio.Future[None]] = set()
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for entry in chunk:
             held = self._held.get((keys.events, entry.entry_id))
             if held is None:
                 continue
             held.owed.discard(sink)
-            (partial if held.owed else complete).append(entry)
+            if held.owed:
+                held.writing.add(written)
+                partial.append(held)
+            else:
+                earlier |= held.writing
+                complete.append(entry)
+        try:
+            if earlier:
+                await asyncio.wait(earlier)
+            await self._send_chunk(keys, chunk, sink, dead, [h.entry for h in partial], complete)
+        finally:
+            # Answered, failed or given up (a stop): nothing of it left to wait for.
+            written.set_result(None)
+            for held in partial:
+                held.writing.discard(written)
+        for entry in complete:
+            self._held.pop((keys.events, entry.entry_id), None)
+
+    async def _send_chunk(
+        self,
+        keys: Keys,
+        chunk: list[Entry],
+        sink: str,
+        dead: DeadLetter | None,
+        partial: list[Entry],
+        complete: list[Entry],
+    ) -> None:
         sent_key = notify_keys.sent(keys, self.group)
 
         def write() -> Any:
@@ -232,5 +269,3 @@ class Progress:
 
         if dead is not None or partial or complete:
             await self.link.call("notify.progress", write)
-        for entry in complete:
-            self._held.pop((keys.events, entry.entry_id), None)
