@@ -65,7 +65,13 @@ def position_field(mode: MarginMode, symbol: str) -> str:
 def split_position_field(name: str) -> tuple[MarginMode, str]:
     """Return (mode, symbol) of a positions-hash field."""
     mode, _, symbol = name.partition("|")
-    return MarginMode(mode), symbol
+    try:
+        return _MODES[mode], symbol
+    except KeyError:
+        return MarginMode(mode), symbol  # raises the ValueError naming it
+
+
+_MODES = {m.value: m for m in MarginMode}
 
 
 def leverage_field(mode: MarginMode, symbol: str) -> str:

@@ -278,22 +278,29 @@ class Position:
     ) -> Position:
         """Build a position whose fields the caller has already checked (no validation)."""
         self = object.__new__(cls)
-        for name, value in (
-            ("account", account),
-            ("symbol", symbol),
-            ("margin_mode", margin_mode),
-            ("qty", qty),
-            ("entry_price", entry_price),
-            ("margin", margin),
-            ("leverage", leverage),
-        ):
-            object.__setattr__(self, name, value)
+        # The slots' own descriptors: what a frozen dataclass's __init__ ends up doing.
+        _SET_ACCOUNT(self, account)
+        _SET_SYMBOL(self, symbol)
+        _SET_MODE(self, margin_mode)
+        _SET_QTY(self, qty)
+        _SET_ENTRY(self, entry_price)
+        _SET_MARGIN(self, margin)
+        _SET_LEVERAGE(self, leverage)
         return self
 
     @property
     def is_long(self) -> bool:
         """Whether the position gains when the price rises."""
         return self.qty > 0
+
+
+_SET_ACCOUNT = Position.__dict__["account"].__set__
+_SET_SYMBOL = Position.__dict__["symbol"].__set__
+_SET_MODE = Position.__dict__["margin_mode"].__set__
+_SET_QTY = Position.__dict__["qty"].__set__
+_SET_ENTRY = Position.__dict__["entry_price"].__set__
+_SET_MARGIN = Position.__dict__["margin"].__set__
+_SET_LEVERAGE = Position.__dict__["leverage"].__set__
 
 
 @total_ordering
