@@ -213,3 +213,19 @@ def test_a_forbidden_import_is_caught(tmp_path: Path, where: str, line: str, exp
     probe.parent.mkdir(parents=True)
     probe.write_text(line + "\n")
     assert f"{where} {expected}" in layer_violations(probe, tmp_path)
+
+
+def test_no_test_file_imports_another_test_file() -> None:
+    """What tests share lives in helper modules (tests/helpers/), never in a test file."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                if name.startswith("tests.") and name.rsplit(".", 1)[-1].startswith("test_"):
+                    offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert offenders == []

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from state.events import EventError, LiquidationEvent, Transfer
-from tests.state.test_events import CROSS_EVENT, FIELD_ORDER, ISOLATED_EVENT
+from tests.helpers.events import CROSS_EVENT, FIELD_ORDER, ISOLATED_EVENT
 
 D = Decimal
 WITH_PARTIAL = dataclasses.replace(
