@@ -4,6 +4,8 @@ Runs every measurement against a throwaway redis-server on loopback, writes
 ``bench/results.json`` and the table between the ``bench:start``/``bench:end``
 markers of README.md. ``--quick`` runs the same pieces at small N in about a
 minute and writes nothing unless ``--out``/``--readme`` say where.
+``--scale-only`` runs only :mod:`bench.scale` (the big book through 1 and 2
+worker processes) and writes only to ``--out``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import asyncio
 import gc
 import json
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -21,8 +24,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bench import book as bookgen
-from bench import report, suite
+from bench import report, scale, suite
 from bench.rig import Shard, machine, quiet_logs, spread
+from bench.warnings_bench import warnings_cost
 from state.store.client import open_client
 from watcher.daemon.app import tune_gc
 from watcher.demo.redis_server import RedisServer
@@ -58,6 +62,12 @@ class Config:
     map_symbol: str = "PERP_BTC_USDC"
     map_range: str = "0.10"
     map_step: str = "0.01"
+    # bench/scale.py: the cascade and the input rate through S shards and W worker processes.
+    scale: bool = True
+    scale_shards: int = 8
+    scale_workers: tuple[int, ...] = (1, 2)
+    scale_lease_ttl: float = 5.0
+    scale_repeats: int = 1
 
 
 QUICK = Config(
@@ -80,7 +90,9 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-async def run(config: Config, *, log: Any = _log, freeze_gc: bool = True) -> dict[str, Any]:
+async def run(
+    config: Config, *, log: Any = _log, freeze_gc: bool = True, scale_only: bool = False
+) -> dict[str, Any]:
     """Run every measurement of ``config``; return the results.
 
     ``freeze_gc``: move the generated books out of the garbage collector's
@@ -89,7 +101,7 @@ async def run(config: Config, *, log: Any = _log, freeze_gc: bool = True) -> dic
     """
     started = time.perf_counter()
     results: dict[str, Any] = {"config": asdict(config), "date": time.strftime("%Y-%m-%d")}
-    sizes = (*config.sizes, config.n)
+    sizes = (config.n,) if scale_only else (*config.sizes, config.n)
     books = {}
     for i, n in enumerate(sizes):
         t0 = time.perf_counter()
@@ -103,6 +115,10 @@ async def run(config: Config, *, log: Any = _log, freeze_gc: bool = True) -> dic
         # As the daemon's process does (its own objects out of the collector's sight).
         tune_gc()
     results["books"] = {str(n): b.summary() for n, b in books.items()}
+    if scale_only:
+        results["scale"] = await _scale(config, books[config.n], log)
+        results["total_s"] = time.perf_counter() - started
+        return results
     with RedisServer() as server:
         redis = open_client(server.url)
         try:
@@ -110,6 +126,9 @@ async def run(config: Config, *, log: Any = _log, freeze_gc: bool = True) -> dic
             await _measure(config, redis, books, results, log)
         finally:
             await redis.aclose()
+    if config.scale:
+        # After the suite's redis-server is gone: the workers and theirs have the machine.
+        results["scale"] = await _scale(config, books[config.n], log)
     results["total_s"] = time.perf_counter() - started
     log(f"done in {results['total_s']:.0f} s")
     return results
@@ -211,6 +230,29 @@ async def _measure(
     )
     results["final_check"] = await suite.final_check(shard, book)
     log(f"final check: {results['final_check']}")
+    mid = config.sizes[-1]
+    results["warnings"] = await warnings_cost(
+        redis, books[mid], runs=config.tick_runs, ticks=config.ticks_per_run
+    )
+    wr = results["warnings"]
+    log(
+        f"warnings on, N={mid:,}: engine {wr['engine_median_s'] * 1e3:.3f} ms/tick, warning"
+        f" round {wr['round_median_s'] * 1e3:.3f} ms; book indexed at"
+        f" {wr['accounts_indexed_per_s']:,.0f} accounts/s"
+    )
+
+
+async def _scale(config: Config, book: bookgen.Book, log: Any) -> dict[str, Any]:
+    return await scale.measure(
+        book,
+        shards=config.scale_shards,
+        workers=config.scale_workers,
+        symbol=config.crash_symbol,
+        target=config.crash_target,
+        lease_ttl=config.scale_lease_ttl,
+        repeats=config.scale_repeats,
+        log=log,
+    )
 
 
 def _log_latency(log: Any, name: str, lat: dict[str, Any]) -> None:
@@ -227,13 +269,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, help="results JSON (default: bench/results.json)")
     parser.add_argument("--readme", type=Path, help="README to update (default: README.md)")
+    parser.add_argument(
+        "--scale-only", action="store_true", help="only bench/scale.py; writes only --out"
+    )
+    parser.add_argument("--no-scale", action="store_true", help="leave bench/scale.py out")
+    parser.add_argument(
+        "--scale-repeats", type=int, default=1, help="bench/scale.py's runs per layout"
+    )
     args = parser.parse_args(argv)
     config = QUICK if args.quick else Config()
     config = replace(config, seed=args.seed)
     if args.n:
         config = replace(config, n=args.n, crash_target=max(1, args.n // 10))
+    if args.no_scale:
+        config = replace(config, scale=False)
+    config = replace(config, scale_repeats=max(1, args.scale_repeats))
     quiet_logs()
-    results = asyncio.run(run(config))
+    # A SIGTERM unwinds like a Ctrl-C: every worker process and redis-server is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results = asyncio.run(run(config, scale_only=args.scale_only))
+    if args.scale_only:
+        if args.out is not None:
+            args.out.write_text(json.dumps(results, indent=1, sort_keys=True, default=str) + "\n")
+            _log(f"wrote {args.out}")
+        return 0
     out = args.out or (None if args.quick else RESULTS)
     readme = args.readme or (None if args.quick else README)
     if out is not None:

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench import book as bookgen
-from bench import report
+from bench import report, scale
 from bench.__main__ import QUICK, run
 from bench.suite import full_recompute
 
@@ -23,6 +23,7 @@ TINY = replace(
     stress_steps=10,
     latency_seconds=0.5,
     crash_target=60,
+    scale=False,  # its own test below
 )
 
 
@@ -57,3 +58,28 @@ async def test_every_measurement_runs_and_the_readme_block_renders(tmp_path: Pat
     assert text.count(report.START) == 1
     assert "margin table" in text
     assert text.index(report.END) < text.index("## Reliability")
+
+
+async def test_scale_liquidates_each_once_with_one_and_two_worker_processes() -> None:
+    """bench/scale.py at tiny N: real worker processes, S = 1 then 4 shards with W = 1 and 2."""
+    book = bookgen.generate_book(600, seed=2)
+    sc = await scale.measure(
+        book, shards=4, workers=(1, 2), target=60, lease_ttl=1.0, log=lambda _: None
+    )
+    assert [(r["shards"], r["workers"]) for r in sc["runs"]] == [(1, 1), (4, 1), (4, 2)]
+    assert sc["crash"]["positions"] >= 60
+    for r in sc["runs"]:
+        cascade = r["cascade"]
+        assert cascade["check_each_once"], r
+        assert cascade["check_equals_full_recompute"], r
+        assert cascade["missing"] == cascade["extra"] == cascade["misplaced"] == 0
+        assert cascade["events"] == sc["crash"]["events"]
+        assert cascade["same_holders"]
+        assert r["input"]["messages"] == len(book.messages)
+        assert r["input"]["dead_letters"] == 0
+        assert r["exit_codes"] == [0] * r["workers"]
+    # Two workers held two shards each, through the leases.
+    assert sorted(len(held) for held in sc["runs"][2]["held"].values()) == [2, 2]
+    assert set(sc["ratios"]) >= {"input_w2_over_w1", "cascade_w2_over_w1"}
+    assert report.scale_rows(sc, "600")
+    assert report.scale_how(sc)
