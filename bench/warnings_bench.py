@@ -22,7 +22,7 @@ from bench import book as bookgen
 from bench import suite
 from bench.rig import Shard, percentile, spread
 from state.rules import Rules
-from state.warnings import WarningRules
+from state.warning_levels import WarningRules
 from watcher.daemon.warnings import WarningWatcher
 
 LEVEL, REARM = Decimal("1.5"), Decimal("1.6")

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from state.keys import Keys
 from state.models import MaintenanceModel, Market
-
-if TYPE_CHECKING:
-    from state.warnings import WarningRules
+from state.warning_levels import WarningRules
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,15 +23,8 @@ from state.models import (
     Position,
 )
 from state.rules import Rules
-from state.warnings import (
-    CROSS_PART,
-    PartState,
-    WarningEvent,
-    WarningRules,
-    isolated_part,
-    plan_account,
-    scaled,
-)
+from state.warning_levels import WarningRules, scaled
+from state.warnings import CROSS_PART, PartState, WarningEvent, isolated_part, plan_account
 from tests.helpers.strategies import dec, isolated_positions, models, prices, sizes
 
 D = Decimal

@@ -28,7 +28,7 @@ from state.models import (
 )
 from state.partial import MIN_TAKEOVER, default_rule
 from state.shards import MAX_SHARDS
-from state.warnings import WarningRules
+from state.warning_levels import WarningRules
 from watcher.feeds import VENUES
 from watcher.feeds.errors import quote
 from watcher.feeds.spec import (

@@ -20,20 +20,20 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from watcher.daemon.link import LinkState
+from watcher.daemon.config import Settings
+from watcher.daemon.link import LinkState, RedisLink
+from watcher.daemon.unit import ShardUnit
 from watcher.daemon.version import version
-from watcher.feeds.client import FeedState
-
-if TYPE_CHECKING:
-    from watcher.daemon.app import Daemon
+from watcher.feeds.book import MarkBook
+from watcher.feeds.client import FeedState, FeedStats
 
 # Every metric the daemon exports: name -> (type, help). Alert rules, the
 # dashboard and the README are checked against this table.
@@ -86,6 +86,22 @@ class Observed:
     oldest_claim_age: float = 0.0
     loop_lag: float = 0.0
     in_warning: dict[str, int] = field(default_factory=dict)
+
+
+class Daemon(Protocol):
+    """What the metrics read of the daemon process (watcher/daemon/app.py's Daemon)."""
+
+    settings: Settings
+    book: MarkBook
+    feed_stats: list[FeedStats]
+    observed: Observed
+    last_beat: float
+
+    @property
+    def units(self) -> Sequence[ShardUnit]: ...
+
+    @property
+    def links(self) -> Sequence[RedisLink]: ...
 
 
 class DaemonMetrics:

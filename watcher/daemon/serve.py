@@ -7,18 +7,13 @@ private address: it has no authentication).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import orjson
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from watcher.daemon.metrics import DaemonMetrics, readiness
-
-if TYPE_CHECKING:
-    from watcher.daemon.app import Daemon
-
+from watcher.daemon.metrics import Daemon, DaemonMetrics, readiness
 
 # Seconds between attempts to bind a listen address that is taken.
 RETRY = 5.0

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from state.inputs import validate_lines
 from state.store import Store
 from state.store.client import open_client
-from state.warnings import WarningRules
+from state.warning_levels import WarningRules
 from watcher.daemon.app import run_daemon
 from watcher.daemon.config import Settings
 from watcher.daemon.logs import configure_logging
