@@ -14,10 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+import redis.asyncio as aioredis
+
 from state.inputs import LoadError, parse_input, validate_lines
 from state.keys import Keys
 from state.shards import shard_of
 from state.store import Store
+from state.store.shards import ShardCountMismatch, ShardStore
 from watcher.cli.context import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -121,13 +124,14 @@ def load_command(args: argparse.Namespace) -> int:
     progress = Progress(len(messages), sys.stderr, enabled=sys.stderr.isatty())
     started = time.monotonic()
     try:
-        count = with_redis(
-            settings,
-            lambda r: Store(r, settings.keys).append_input(
+
+        async def append(redis: aioredis.Redis) -> int:
+            await _check_shard_count(redis, settings)
+            return await Store(redis, settings.keys).append_input(
                 messages, batch=args.batch, progress=progress, streams=streams
-            ),
-            timeout=None,
-        )
+            )
+
+        count = with_redis(settings, append, timeout=None)
     except (Failed, KeyboardInterrupt) as exc:
         progress.close()
         # A batch in flight may have landed in part; replaying is safe (seqs dedupe).
@@ -144,6 +148,24 @@ def load_command(args: argparse.Namespace) -> int:
         )
     print(summary_line(count, time.monotonic() - started, where))
     return 0
+
+
+async def _check_shard_count(redis: aioredis.Redis, settings: Settings) -> None:
+    """Refuse to route lines for another shard count than the one the data is laid out for.
+
+    With several shards the count is recorded here if no worker has yet, as
+    a worker does; with one, a count recorded by others must be 1.
+    """
+    if settings.shards > 1:
+        await ShardStore(redis, settings.keys, settings.shards).record_count()
+        return
+    recorded = await redis.get(settings.keys.shard_count)
+    if recorded is not None and int(recorded) != 1:
+        raise ShardCountMismatch(
+            f"Redis holds data laid out for {int(recorded)} shards"
+            f" ({settings.keys.shard_count}); this config has shards.count = 1: its lines"
+            f" would go where no worker reads them; set shards.count = {int(recorded)}"
+        )
 
 
 def _routes(messages: list[bytes], settings: Settings) -> list[str]:

@@ -138,3 +138,21 @@ async def test_load_inspect_and_health_across_shards(redis_cluster, tmp_path: Pa
         await h.stop(0)  # a clean stop hands every shard back: none is held
         assert await _cli("health", "--config", str(config)) == 1
         assert "is held by no worker" in capsys.readouterr().err
+
+
+async def test_load_refuses_another_shard_count_than_recorded(redis_server, redis_client, tmp_path):
+    """Lines routed for S=2 into data laid out for 4 would go where no worker reads them."""
+    await redis_client.set(Keys("liq").shard_count, 4)
+    book = tmp_path / "book.jsonl"
+    book.write_bytes(_isolated_long("A") + b"\n")
+    for count in (2, 1):
+        config = tmp_path / f"s{count}.toml"
+        config.write_text(config_text(redis_server.url, "ws://127.0.0.1:9/ws", [ETH], shards=count))
+        assert await _cli("load", "--config", str(config), str(book)) == 1
+        assert "laid out for 4 shards" in OUT.err
+    assert await redis_client.keys("liq:{*}:in") == []
+    # A count recorded by nobody yet is recorded by the loader, as a worker does.
+    await redis_client.delete(Keys("liq").shard_count)
+    config = tmp_path / "s2.toml"
+    assert await _cli("load", "--config", str(config), str(book)) == 0
+    assert await redis_client.get(Keys("liq").shard_count) == b"2"
