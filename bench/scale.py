@@ -826,7 +826,9 @@ def estimate(
         out[f"{phase}_redis_us"] = rd * 1e6
         out[f"{phase}_python_share"] = py / (py + rd) if py + rd else float("nan")
         for layout, worker_cores in (("own_nodes", cores), ("shared", cores - nodes)):
-            python_rate, redis_rate = worker_cores / py, nodes / rd
+            # A tiny run's CPU can read 0 (the clock ticks 10 ms): no bound from it.
+            python_rate = worker_cores / py if py > 0 else math.inf
+            redis_rate = nodes / rd if rd > 0 else math.inf
             rate = min(python_rate, redis_rate)
             bound = "python" if python_rate <= redis_rate else "redis"
             if phase == "input":
