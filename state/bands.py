@@ -8,13 +8,13 @@ score is rounded toward the mark, so the index is a filter that is never late.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 from state import margin
 from state.account import AccountState, Status
 from state.changes import ChangeSet
-from state.keys import DIRECTIONS, index_member
+from state.keys import DIRECTIONS, Direction, index_member
 from state.models import MarginMode, Position
 from state.rules import Rules
 
@@ -25,11 +25,20 @@ ALWAYS_DOWN = math.inf
 
 
 def set_triggers(
-    cs: ChangeSet, rules: Rules, symbol: str, member: str, triggers: margin.Triggers
+    cs: ChangeSet,
+    rules: Rules,
+    symbol: str,
+    member: str,
+    triggers: margin.Triggers,
+    index: Callable[[str, Direction], str] | None = None,
 ) -> None:
-    """Score ``member`` at ``triggers`` in both sets of ``symbol`` (absent side: removed)."""
+    """Score ``member`` at ``triggers`` in both sets of ``symbol`` (absent side: removed).
+
+    ``index``: the sets' names (default the liquidation index, ``Keys.index``).
+    """
+    key_of = index or rules.keys.index
     for direction, price in zip(DIRECTIONS, (triggers.down, triggers.up), strict=True):
-        key = rules.keys.index(symbol, direction)
+        key = key_of(symbol, direction)
         if price is None:
             cs.zrem(key, member)
         else:

@@ -22,7 +22,7 @@ two instances or a retried commit can never emit a warning twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Literal
@@ -31,11 +31,11 @@ import orjson
 
 from state import margin
 from state.account import AccountState, Status
-from state.bands import ALWAYS_DOWN
+from state.bands import ALWAYS_DOWN, set_triggers
 from state.changes import ChangeSet
 from state.errors import MarginError
 from state.events import EventError, EventLeg, Fields
-from state.keys import DIRECTIONS, Direction, Keys, index_member
+from state.keys import DIRECTIONS, Keys, index_member
 from state.models import (
     ONE,
     MarginMode,
@@ -51,8 +51,6 @@ _EARLY_DOWN = ONE + Decimal("1e-12")
 _EARLY_UP = ONE - Decimal("1e-12")
 
 Action = Literal["warn", "rearm", "band", "clear"]
-# ``Keys.warn_index`` or ``Keys.rearm_index``.
-_IndexKey = Callable[[str, Direction], str]
 
 
 def isolated_part(symbol: str) -> str:
@@ -284,21 +282,21 @@ def _plan_cross(
             now = PartState(st.count + 1, True, now_ms)
             cs.hset(acct_key, CROSS_PART, now.text())
             cs.zadd(warned_key, now_ms, state.account)
-            _cross_rearm_bands(cs, rules, w, state, legs, used, member)
+            _cross_bands(cs, rules, w, state, legs, used, member, rearm=True)
             _emit(cs, rules, event)
             return WarningPlan(CROSS_PART, "warn", cs, event)
-        _cross_warn_bands(cs, rules, w, state, legs, used, member)
+        _cross_bands(cs, rules, w, state, legs, used, member, rearm=False)
         return WarningPlan(CROSS_PART, "band", cs)
     if priced.equity - w.rearm * priced.maintenance >= 0:
         cs.hset(acct_key, CROSS_PART, replace(st, warned=False).text())
         cs.zrem(warned_key, state.account)
-        _cross_warn_bands(cs, rules, w, state, legs, used, member)
+        _cross_bands(cs, rules, w, state, legs, used, member, rearm=False)
         return WarningPlan(CROSS_PART, "rearm", cs)
-    _cross_rearm_bands(cs, rules, w, state, legs, used, member)
+    _cross_bands(cs, rules, w, state, legs, used, member, rearm=True)
     return WarningPlan(CROSS_PART, "band", cs)
 
 
-def _cross_warn_bands(
+def _cross_bands(
     cs: ChangeSet,
     rules: Rules,
     w: WarningRules,
@@ -306,40 +304,21 @@ def _cross_warn_bands(
     legs: list[Position],
     marks: Mapping[str, Decimal],
     member: str,
+    *,
+    rearm: bool,
 ) -> None:
-    keys = rules.keys
+    """Index a cross account's legs at its warning bands (armed) or re-arm bands (in warning)."""
     try:
-        bands = margin.trigger_bands(state.balance, legs, w.warn_models, marks)
+        if rearm:
+            bands = margin.recovery_bands(state.balance, legs, w.rearm_models, marks)
+        else:
+            bands = [
+                _early(t) for t in margin.trigger_bands(state.balance, legs, w.warn_models, marks)
+            ]
     except (ArithmeticError, MarginError):
         bands = []  # on the level itself: looked at on every tick
     for i, leg in enumerate(legs):
-        _unindex(cs, keys, leg.symbol, member, warn=False)
-        if bands:
-            _set(cs, keys.warn_index, leg.symbol, member, bands[i])
-        else:
-            _always(cs, keys.warn_index, leg.symbol, member)
-
-
-def _cross_rearm_bands(
-    cs: ChangeSet,
-    rules: Rules,
-    w: WarningRules,
-    state: AccountState,
-    legs: list[Position],
-    marks: Mapping[str, Decimal],
-    member: str,
-) -> None:
-    keys = rules.keys
-    try:
-        bands = margin.recovery_bands(state.balance, legs, w.rearm_models, marks)
-    except (ArithmeticError, MarginError):
-        bands = []  # on the re-arm level itself: looked at on every tick
-    for i, leg in enumerate(legs):
-        _unindex(cs, keys, leg.symbol, member, rearm=False)
-        if bands:
-            _set(cs, keys.rearm_index, leg.symbol, member, bands[i], pad=False)
-        else:
-            _always(cs, keys.rearm_index, leg.symbol, member)
+        _index(cs, rules, leg.symbol, member, bands[i] if bands else None, rearm=rearm)
 
 
 def _plan_isolated(
@@ -388,41 +367,53 @@ def _plan_isolated(
             now = PartState(st.count + 1, True, now_ms)
             cs.hset(acct_key, part, now.text())
             cs.zadd(warned_key, now_ms, warned_member)
-            _isolated_rearm(cs, keys, w, position, mark, member)
+            _index(
+                cs,
+                rules,
+                symbol,
+                member,
+                _isolated_triggers(w, position, mark, rearm=True),
+                rearm=True,
+            )
             _emit(cs, rules, event)
             return WarningPlan(part, "warn", cs, event)
-        _isolated_warn(cs, keys, w, position, member)
+        _index(
+            cs,
+            rules,
+            symbol,
+            member,
+            _isolated_triggers(w, position, mark, rearm=False),
+            rearm=False,
+        )
         return WarningPlan(part, "band", cs)
     if equity - w.rearm * mm >= 0:
         cs.hset(acct_key, part, replace(st, warned=False).text())
         cs.zrem(warned_key, warned_member)
-        _isolated_warn(cs, keys, w, position, member)
+        _index(
+            cs,
+            rules,
+            symbol,
+            member,
+            _isolated_triggers(w, position, mark, rearm=False),
+            rearm=False,
+        )
         return WarningPlan(part, "rearm", cs)
-    _isolated_rearm(cs, keys, w, position, mark, member)
+    _index(cs, rules, symbol, member, _isolated_triggers(w, position, mark, rearm=True), rearm=True)
     return WarningPlan(part, "band", cs)
 
 
-def _isolated_warn(
-    cs: ChangeSet, keys: Keys, w: WarningRules, position: Position, member: str
-) -> None:
-    triggers = margin.isolated_triggers(position, w.warn_models[position.symbol])
-    _unindex(cs, keys, position.symbol, member, warn=False)
-    _set(cs, keys.warn_index, position.symbol, member, triggers)
-
-
-def _isolated_rearm(
-    cs: ChangeSet, keys: Keys, w: WarningRules, position: Position, mark: Decimal, member: str
-) -> None:
+def _isolated_triggers(
+    w: WarningRules, position: Position, mark: Decimal, *, rearm: bool
+) -> margin.Triggers:
+    """An isolated position's warning triggers (armed) or re-arm triggers (in warning)."""
+    if not rearm:
+        return _early(margin.isolated_triggers(position, w.warn_models[position.symbol]))
     assert position.margin is not None  # an ISOLATED position has one
     target = position.qty * position.entry_price - position.margin
     try:
-        triggers = margin.recovery_triggers(
-            position.qty, w.rearm_models[position.symbol], target, mark
-        )
+        return margin.recovery_triggers(position.qty, w.rearm_models[position.symbol], target, mark)
     except (ArithmeticError, MarginError):
-        triggers = margin.Triggers(mark, mark)
-    _unindex(cs, keys, position.symbol, member, rearm=False)
-    _set(cs, keys.rearm_index, position.symbol, member, triggers, pad=False)
+        return margin.Triggers(mark, mark)
 
 
 def _clear(rules: Rules, state: AccountState, part: str, symbols: list[str]) -> WarningPlan:
@@ -447,30 +438,35 @@ def _emit(cs: ChangeSet, rules: Rules, event: WarningEvent) -> None:
     cs.xadd(rules.keys.warnings, event.to_fields(), rules.warnings.max_len)
 
 
-def _set(
+def _early(triggers: margin.Triggers) -> margin.Triggers:
+    """Move warning triggers a hair toward the mark (re-arm triggers come so already)."""
+    down, up = triggers.down, triggers.up
+    return margin.Triggers(
+        None if down is None else down * _EARLY_DOWN, None if up is None else up * _EARLY_UP
+    )
+
+
+def _index(
     cs: ChangeSet,
-    index: _IndexKey,
+    rules: Rules,
     symbol: str,
     member: str,
-    triggers: margin.Triggers,
+    triggers: margin.Triggers | None,
     *,
-    pad: bool = True,
+    rearm: bool,
 ) -> None:
-    """Score ``member`` at ``triggers`` (moved a hair toward the mark) in both sets of one kind."""
-    prices = (triggers.down, triggers.up)
-    for direction, price, early in zip(DIRECTIONS, prices, (_EARLY_DOWN, _EARLY_UP), strict=True):
-        key = index(symbol, direction)
-        if price is None:
-            cs.zrem(key, member)
-        else:
-            at = price * early if pad else price
-            cs.zadd(key, margin.index_score(at, down=direction == "down"), member)
+    """Put ``member`` in one kind of set (warn or rearm) of ``symbol``, out of the other.
 
-
-def _always(cs: ChangeSet, index: _IndexKey, symbol: str, member: str) -> None:
-    """Make ``member`` a candidate of one kind on every tick of ``symbol``."""
-    cs.zadd(index(symbol, "down"), ALWAYS_DOWN, member)
-    cs.zrem(index(symbol, "up"), member)
+    ``triggers`` None: a candidate on every tick of the symbol.
+    """
+    keys = rules.keys
+    _unindex(cs, keys, symbol, member, warn=rearm, rearm=not rearm)
+    index = keys.rearm_index if rearm else keys.warn_index
+    if triggers is None:
+        cs.zadd(index(symbol, "down"), ALWAYS_DOWN, member)
+        cs.zrem(index(symbol, "up"), member)
+    else:
+        set_triggers(cs, rules, symbol, member, triggers, index)
 
 
 def _unindex(
