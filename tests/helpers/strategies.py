@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from hypothesis import strategies as st
 
+from state import margin
 from state.models import (
     BracketsModel,
     FlatModel,
@@ -63,3 +64,28 @@ def isolated_positions(draw: st.DrawFn) -> Position:
     lev = draw(leverages)
     margin = abs(qty) * entry / lev * draw(dec("0.5", "2", 2))
     return Position("A", "X", MarginMode.ISOLATED, qty, entry, margin, lev)
+
+
+@st.composite
+def cross_accounts(
+    draw: st.DrawFn, *, below_zero: bool = False
+) -> tuple[Decimal, list[Position], dict[str, MaintenanceModel], dict[str, Decimal]]:
+    """A cross account of 1-8 legs on its own models and marks: (balance, legs, models, marks).
+
+    Its health at the marks is above zero by anything from a sliver to a fat
+    cushion, or, ``below_zero``, below it by a sliver to half its notional.
+    """
+    n = draw(st.integers(1, 8))
+    legs, mdl, marks = [], {}, {}
+    for i in range(n):
+        sym = f"S{i}"
+        qty = draw(sizes) * draw(st.sampled_from([1, -1]))
+        entry = draw(prices)
+        legs.append(Position("A", sym, MarginMode.CROSS, qty, entry))
+        mdl[sym] = draw(models)
+        marks[sym] = (entry * draw(dec("0.7", "1.3", 3))).quantize(D("0.01")) or D("0.01")
+    zero = margin.evaluate_cross(D(0), legs, mdl, marks).health
+    total = sum(abs(leg.qty) * marks[leg.symbol] for leg in legs)
+    if below_zero:
+        return -zero - total * draw(dec("0.0001", "0.5", 4)), legs, mdl, marks
+    return -zero + total * draw(dec("0.0001", "1", 4)), legs, mdl, marks

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from state import margin
 from state.errors import MarginError
 from state.models import MaintenanceModel, MarginMode, Position
-from tests.helpers.strategies import dec, isolated_positions, leverages, models, prices, sizes
+from tests.helpers.strategies import (
+    cross_accounts,
+    dec,
+    isolated_positions,
+    leverages,
+    models,
+    prices,
+    sizes,
+)
 
 D = Decimal
 PROPERTY_SEED = 20261125
@@ -120,26 +128,6 @@ def test_mark_bound_never_misses(mark: Decimal) -> None:
     note(f"hypothesis seed: {PROPERTY_SEED} (tests/test_margin_properties.py)")
     assert D(margin.mark_bound(mark, down=True)) <= mark
     assert D(margin.mark_bound(mark, down=False)) >= mark
-
-
-@st.composite
-def cross_accounts(
-    draw: st.DrawFn,
-) -> tuple[Decimal, list[Position], dict[str, MaintenanceModel], dict[str, Decimal]]:
-    n = draw(st.integers(1, 8))
-    legs, mdl, marks = [], {}, {}
-    for i in range(n):
-        sym = f"S{i}"
-        qty = draw(sizes) * draw(st.sampled_from([1, -1]))
-        entry = draw(prices)
-        legs.append(Position("A", sym, MarginMode.CROSS, qty, entry))
-        mdl[sym] = draw(models)
-        marks[sym] = (entry * draw(dec("0.7", "1.3", 3))).quantize(D("0.01")) or D("0.01")
-    zero = margin.evaluate_cross(D(0), legs, mdl, marks).health
-    total = sum(abs(leg.qty) * marks[leg.symbol] for leg in legs)
-    # A balance that leaves H0 anywhere from a sliver to a fat cushion.
-    balance = -zero + total * draw(dec("0.0001", "1", 4))
-    return balance, legs, mdl, marks
 
 
 @seed(PROPERTY_SEED)

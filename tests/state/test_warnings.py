@@ -16,7 +16,6 @@ from state.keys import Keys
 from state.models import (
     BracketsModel,
     FlatModel,
-    MaintenanceModel,
     MarginMode,
     Market,
     OrderlyModel,
@@ -25,7 +24,7 @@ from state.models import (
 from state.rules import Rules
 from state.warning_levels import WarningRules, scaled
 from state.warnings import CROSS_PART, PartState, WarningEvent, isolated_part, plan_account
-from tests.helpers.strategies import dec, isolated_positions, models, prices, sizes
+from tests.helpers.strategies import cross_accounts, dec, isolated_positions, models
 
 D = Decimal
 SEED = 20261127
@@ -276,29 +275,9 @@ def test_isolated_rearm_trigger_is_never_late(position, model, data) -> None:
             assert health(p) < 0, (p, trig)
 
 
-@st.composite
-def accounts_in_warning(
-    draw: st.DrawFn,
-) -> tuple[Decimal, list[Position], dict[str, MaintenanceModel], dict[str, Decimal]]:
-    n = draw(st.integers(1, 6))
-    legs, mdl, marks = [], {}, {}
-    for i in range(n):
-        sym = f"S{i}"
-        qty = draw(sizes) * draw(st.sampled_from([1, -1]))
-        entry = draw(prices)
-        legs.append(Position("A", sym, MarginMode.CROSS, qty, entry))
-        mdl[sym] = draw(models)
-        marks[sym] = (entry * draw(dec("0.7", "1.3", 3))).quantize(D("0.01")) or D("0.01")
-    zero = margin.evaluate_cross(D(0), legs, mdl, marks).health
-    total = sum(abs(leg.qty) * marks[leg.symbol] for leg in legs)
-    # A balance that leaves H0 below zero by anything from a sliver to a lot.
-    balance = -zero - total * draw(dec("0.0001", "0.5", 4))
-    return balance, legs, mdl, marks
-
-
 @seed(SEED)
 @many
-@given(accounts_in_warning(), st.data())
+@given(cross_accounts(below_zero=True), st.data())
 def test_rearm_bands_are_sound(account_, data) -> None:
     """While no leg's mark has crossed its re-arm trigger, the account is still below zero."""
     note(f"hypothesis seed: {SEED} (tests/state/test_warnings.py)")
