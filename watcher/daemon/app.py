@@ -314,7 +314,9 @@ class Daemon:
                 stuck += count
         if stuck:
             body["stuck_liquidations"] = stuck
-        await self._observe(units, now_ms)
+        if s.metrics_listen is not None:
+            # What only /metrics and /ready read.
+            await self._observe(units, now_ms)
         flushes = []
         for unit in units:
             totals = unit.counters

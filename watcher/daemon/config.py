@@ -292,7 +292,9 @@ def parse_settings(text: str, env: Mapping[str, str], *, source: str = "<config>
 
     kwargs: dict[str, Any] = {}
     if "listen" in metrics:
-        kwargs["metrics_listen"] = _listen(_str(metrics, "listen", "metrics"), "metrics.listen")
+        listen = _str(metrics, "listen", "metrics")
+        parse_listen(listen, "metrics.listen")
+        kwargs["metrics_listen"] = listen
     kwargs.update(_numbers(redis, "redis", REDIS_NUMBERS, rename="redis_{}"))
     kwargs.update(_numbers(liq, "liquidation", LIQUIDATION_NUMBERS))
     kwargs.update(_numbers(daemon, "daemon", DAEMON_NUMBERS))
@@ -367,12 +369,19 @@ def _warnings(table: Mapping[str, Any], markets: Mapping[str, Market]) -> dict[s
     return out
 
 
-def _listen(text: str, where: str) -> str:
-    """Check a ``host:port`` to listen on."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{where}: must be host:port with a port 1-65535, got {text!r}")
-    return text
+def parse_listen(value: Any, where: str) -> tuple[str, int]:
+    """Read ``host:port`` (``[::1]:port`` for IPv6); ConfigError names ``where``."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: must be a string host:port, got {value!r}")
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isascii() or not port.isdigit():
+        raise ConfigError(f"{where}: must be host:port, got {value!r}")
+    number = int(port)
+    if not 1 <= number <= 65535:
+        raise ConfigError(f"{where}: port must be from 1 to 65535, got {port}")
+    return host, number
 
 
 def _one_line(text: str) -> str:

@@ -415,22 +415,16 @@ class Engine:
             w.done(item)
             if event is None:
                 continue
-            if result.ok:
+            # NX on a retry: our first try committed it and its answer was lost
+            # with the connection (another instance making the same decision in
+            # that window would log it too: the events stream is the record).
+            retried = result.outcome == "NX" and attempts > 1
+            if result.ok or retried:
                 self.counters[f"liquidations_{event.kind.value.lower()}"] += 1
                 self._emitted(event)
+                extra = {"after_retry": True} if retried else {}
                 self._log.warning(
-                    "liquidation.emitted", entry_id=result.entry_id, **event.to_fields()
-                )
-            elif result.outcome == "NX" and attempts > 1:
-                # Our first try committed it and its answer was lost with the
-                # connection (another instance making the same decision in
-                # that window would log it too: the events stream is the record).
-                self.counters[f"liquidations_{event.kind.value.lower()}"] += 1
-                self._log.warning(
-                    "liquidation.emitted",
-                    entry_id=result.entry_id,
-                    after_retry=True,
-                    **event.to_fields(),
+                    "liquidation.emitted", entry_id=result.entry_id, **extra, **event.to_fields()
                 )
             elif result.outcome == "NX":
                 self.counters["claims_already_made"] += 1

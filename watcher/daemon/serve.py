@@ -13,16 +13,11 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from watcher.daemon.config import parse_listen
 from watcher.daemon.metrics import Daemon, DaemonMetrics, readiness
 
 # Seconds between attempts to bind a listen address that is taken.
 RETRY = 5.0
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` -> (host, port); the config has checked it."""
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 async def serve_metrics(
@@ -46,7 +41,7 @@ async def serve_metrics(
     app.router.add_get("/ready", ready)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    host, port = split_listen(listen)
+    host, port = parse_listen(listen, "metrics.listen")
     log = structlog.get_logger().bind(component="metrics")
     try:
         while True:

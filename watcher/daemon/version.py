@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from importlib import metadata
 
 
+@functools.cache
 def version() -> str:
     """The installed liqwatch version ("unknown" when run from a bare checkout)."""
     try:

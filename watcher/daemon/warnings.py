@@ -202,20 +202,14 @@ class WarningWatcher:
                 self._log.error("account.commit_refused", account=account, error=result.entry_id)
                 continue
             event = plan.event
-            if result.ok:
+            retried = result.outcome == "NX" and event is not None and attempts > 1
+            if result.ok or retried:
                 self.counters[f"warning_{plan.action}s"] += 1
                 if event is not None:
                     self.warned[event.kind.value] += 1
+                    extra = {"after_retry": True} if retried else {}
                     self._log.warning(
-                        "warning.emitted", entry_id=result.entry_id, **event.to_fields()
+                        "warning.emitted", entry_id=result.entry_id, **extra, **event.to_fields()
                     )
                 elif plan.action == "rearm":
                     self._log.info("warning.rearmed", account=account, part=plan.part)
-            elif result.outcome == "NX" and event is not None and attempts > 1:
-                self.warned[event.kind.value] += 1
-                self._log.warning(
-                    "warning.emitted",
-                    entry_id=result.entry_id,
-                    after_retry=True,
-                    **event.to_fields(),
-                )

@@ -31,6 +31,7 @@ from watcher.daemon.config import (
     _show,
     _table,
     load_settings,
+    parse_listen,
     read_config,
 )
 from watcher.notify.secret import Secret
@@ -167,21 +168,6 @@ def parse_notify(doc: Mapping[str, Any]) -> NotifySettings:
             raise ConfigError(f"notify.sinks[{i}].name: {sink.name!r} names another sink too")
         seen.add(sink.name)
     return NotifySettings(sinks=sinks, **kwargs)
-
-
-def parse_listen(value: Any, where: str) -> tuple[str, int]:
-    """Read ``host:port`` (``[::1]:port`` for IPv6); ConfigError names ``where``."""
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: must be a string host:port, got {value!r}")
-    host, sep, port = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isascii() or not port.isdigit():
-        raise ConfigError(f"{where}: must be host:port, got {value!r}")
-    number = int(port)
-    if not 1 <= number <= 65535:
-        raise ConfigError(f"{where}: port must be from 1 to 65535, got {port}")
-    return host, number
 
 
 def _delivery(t: Mapping[str, Any], path: str, base: Delivery) -> Delivery:
