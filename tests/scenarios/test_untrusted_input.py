@@ -67,9 +67,11 @@ async def test_hostile_input_is_dead_lettered_and_the_daemon_stays_up(rig: Rig) 
         assert set(dead) == set(ids)
         for entry_id, (_, fragment) in zip(ids, HOSTILE, strict=True):
             assert fragment in dead[entry_id], (fragment, dead[entry_id])
-        # Nothing of a hostile message was applied.
+        # Nothing of a hostile message was applied: the only accounts are the valid ones.
         for n in range(1, 16):
             assert not await redis.exists(KEYS.account(f"H{n}"))
+        written = {k.decode() for k in await redis.keys(KEYS.account("*"))}
+        assert written == {KEYS.account("OK"), KEYS.account("P")}, written
     finally:
         await redis.aclose()
     assert rig.daemon.alive()

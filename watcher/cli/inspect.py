@@ -34,8 +34,6 @@ VIEWS: dict[str, tuple[str, Callable[[Any], str]]] = {
         tables.executors_text,
     ),
 }
-# --warn-after when neither the command line nor the config sets it.
-DEFAULT_WARN_AFTER = 60.0
 
 
 def add_view_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -85,8 +83,7 @@ def inspect_command(args: argparse.Namespace) -> int:
     keys, markets, now = settings.keys, settings.markets, wall_ms()
     warn_after = getattr(args, "warn_after", None)
     if warn_after is None:
-        # [executors] warn_after, on configs whose parser knows it.
-        warn_after = float(getattr(settings, "executors_warn_after", DEFAULT_WARN_AFTER))
+        warn_after = settings.executors_warn_after
     readers: dict[str, Callable[[aioredis.Redis], Awaitable[Any]]] = {
         "account": lambda r: views.read_account(
             r, keys, markets, args.account, at_equality=settings.at_equality

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from tests.helpers.config import KEYS
-from watcher.cli import inspect as inspect_module
 from watcher.cli.main import main
 
 EVENTS = KEYS.events
@@ -112,21 +111,9 @@ def test_warn_after_bounds_the_warning(config, sync_redis, capsys):
     assert (view["warning"], view["warnings"]) == (False, [])
 
 
-def test_warn_after_defaults_to_the_config(config, sync_redis, capsys, monkeypatch):
+def test_warn_after_defaults_to_the_config(config, sync_redis, capsys):
     two_groups(sync_redis)
-    real = inspect_module.settings_from
-
-    class WithExecutors:
-        """The config as it reads once ``[executors] warn_after`` is parsed."""
-
-        def __init__(self, path):
-            self._settings = real(path)
-            self.executors_warn_after = 1000.0
-
-        def __getattr__(self, name):
-            return getattr(self._settings, name)
-
-    monkeypatch.setattr(inspect_module, "settings_from", WithExecutors)
+    config.write_text(config.read_text() + "\n[executors]\nwarn_after = 1000\n")
 
     code, view = executors(config, capsys)
 

@@ -70,7 +70,7 @@ async def test_every_event_reaches_every_sink_once(redis_server, redis_client, s
     assert hook.bad_signatures == 0
     assert [b["dedup_key"] for b in pager.bodies()] == [e.id for e in events]
     assert {b["routing_key"] for b in pager.bodies()} == {ROUTING_KEY}
-    assert [f"`{e.account}`" in b["text"] for e, b in zip(events, chat.bodies(), strict=True)]
+    assert all(f"`{e.account}`" in b["text"] for e, b in zip(events, chat.bodies(), strict=True))
     assert len(hook.received) == len(chat.received) == len(pager.received) == 20
     assert sample(notifier.metrics, "liqwatch_notify_delivered_total", sink="chat") == 20
     # Nothing left in the progress hash once every entry is acknowledged.
