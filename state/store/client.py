@@ -31,21 +31,18 @@ from redis.retry import Retry
 def open_client(
     url: str, *, cluster: bool = False, connect_timeout: float = 5.0, **options: Any
 ) -> aioredis.Redis:
-    """Return a client for ``url``: a connect timeout, no socket timeout, no retries.
+    """Return a client for ``url``: a connect timeout, no socket timeout (unless given), no retries.
 
     ``cluster``: ``url`` names one node of a Redis Cluster; the client finds
     the others and routes each command to the node holding its slot.
     """
     options.setdefault("retry", Retry(NoBackoff(), 0))
+    options.setdefault("socket_timeout", None)
     if cluster:
-        client = RedisCluster.from_url(
-            url, socket_timeout=None, socket_connect_timeout=connect_timeout, **options
-        )
+        client = RedisCluster.from_url(url, socket_connect_timeout=connect_timeout, **options)
         # The two clients share their command interface; the store uses only that.
         return client  # type: ignore[return-value]
-    return aioredis.Redis.from_url(
-        url, socket_timeout=None, socket_connect_timeout=connect_timeout, **options
-    )
+    return aioredis.Redis.from_url(url, socket_connect_timeout=connect_timeout, **options)
 
 
 async def drop_idle(client: aioredis.Redis) -> None:

@@ -46,13 +46,17 @@ def settings_from(path: Path) -> Settings:
 
 
 def one_shot_client(settings: Settings) -> aioredis.Redis:
-    """Return a client that never retries.
+    """Return a client that never retries and gives up on a read after ``ANSWER_TIMEOUT``.
 
     A one-shot command reports a failure instead of resending a pipeline
-    that may have been applied already.
+    that may have been applied already; a Redis that takes the connection
+    and never answers fails each call, also in a long load.
     """
     return open_client(
-        settings.redis_url, cluster=settings.redis_cluster, connect_timeout=CONNECT_TIMEOUT
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=ANSWER_TIMEOUT,
     )
 
 

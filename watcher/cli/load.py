@@ -20,7 +20,7 @@ from state.inputs import LoadError, parse_input, validate_lines
 from state.keys import Keys
 from state.shards import shard_of
 from state.store import Store
-from state.store.shards import ShardCountMismatch, ShardStore
+from state.store.shards import ShardStore
 from watcher.cli.context import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -151,21 +151,8 @@ def load_command(args: argparse.Namespace) -> int:
 
 
 async def _check_shard_count(redis: aioredis.Redis, settings: Settings) -> None:
-    """Refuse to route lines for another shard count than the one the data is laid out for.
-
-    With several shards the count is recorded here if no worker has yet, as
-    a worker does; with one, a count recorded by others must be 1.
-    """
-    if settings.shards > 1:
-        await ShardStore(redis, settings.keys, settings.shards).record_count()
-        return
-    recorded = await redis.get(settings.keys.shard_count)
-    if recorded is not None and int(recorded) != 1:
-        raise ShardCountMismatch(
-            f"Redis holds data laid out for {int(recorded)} shards"
-            f" ({settings.keys.shard_count}); this config has shards.count = 1: its lines"
-            f" would go where no worker reads them; set shards.count = {int(recorded)}"
-        )
+    """Refuse another shard count than the data's; record it if none is, as a worker does."""
+    await ShardStore(redis, settings.keys, settings.shards).record_count()
 
 
 def _routes(messages: list[bytes], settings: Settings) -> list[str]:

@@ -33,9 +33,8 @@ import redis.asyncio as aioredis
 
 from state.keys import INPUT_GROUP, Keys
 from state.models import MarkPrice
-from state.store.client import open_client
 from state.store.streams import stream_entries
-from watcher.cli.context import Failed, expected_failure, settings_from
+from watcher.cli.context import Failed, expected_failure, one_shot_client, settings_from
 from watcher.clock import wall_ms
 from watcher.daemon.config import Settings
 from watcher.daemon.logs import configure_logging
@@ -230,7 +229,7 @@ async def _record(settings: Settings, args: argparse.Namespace) -> str:
             loop.add_signal_handler(sig, stop.set)
     log = MarkLog(args.marks)
     book = RecordingBook.for_feeds(settings.feeds, log=log)
-    redis = open_client(settings.redis_url) if args.input or args.events else None
+    redis = one_shot_client(settings) if args.input or args.events else None
     copies: list[StreamCopy] = []
     try:
         if redis is not None:
@@ -302,7 +301,7 @@ class DemoRecording:
             path.write_text("")
         log = MarkLog(self.marks)
         book = RecordingBook.for_feeds(settings.feeds, log=log)
-        redis = open_client(settings.redis_url)
+        redis = one_shot_client(settings)
         keys = settings.keys
         inputs = StreamCopy(redis, keys.input, self.input, input=True)
         events = StreamCopy(redis, keys.events, self.events, input=False)

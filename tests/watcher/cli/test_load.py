@@ -178,3 +178,22 @@ def test_progress_draws_on_a_terminal_only_and_ends_its_line():
 def test_progress_and_summary_lines():
     assert progress_line(5, 10, width=10) == "[#####.....] 5/10  50%"
     assert summary_line(1000, 0.5, "k") == "appended 1000 lines to k in 0.50 s (2000 lines/s)"
+
+
+def test_a_frozen_redis_fails_the_load_instead_of_hanging(tmp_path, capsys):
+    """A Redis that takes the connection and never answers: one line, exit 1 (each call bounded)."""
+    from watcher.demo.redis_server import RedisServer
+
+    path = tmp_path / "in.jsonl"
+    path.write_text(balance("A", 1) + "\n")
+    with RedisServer() as frozen:
+        config = write_config(tmp_path, frozen.url)
+        frozen.pause()
+        try:
+            code = main(["load", "--config", str(config), str(path)])
+        finally:
+            frozen.resume()
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("liqwatch: ")
+    assert err.count("\n") == 1
