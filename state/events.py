@@ -80,10 +80,10 @@ class EventLeg:
             return cls(
                 symbol=_str(item["symbol"], "positions.symbol"),
                 margin_mode=mode,
-                qty=_dec(item["qty"], "positions.qty"),
-                entry_price=_dec(item["entry_price"], "positions.entry_price"),
-                margin=None if margin is None else _dec(margin, "positions.margin"),
-                mark_price=_dec(item["mark_price"], "positions.mark_price"),
+                qty=decimal_field(item["qty"], "positions.qty"),
+                entry_price=decimal_field(item["entry_price"], "positions.entry_price"),
+                margin=None if margin is None else decimal_field(margin, "positions.margin"),
+                mark_price=decimal_field(item["mark_price"], "positions.mark_price"),
             )
         except KeyError as exc:
             raise EventError(f"positions: a leg lacks {exc}") from None
@@ -161,7 +161,7 @@ class LiquidationEvent:
     @classmethod
     def from_fields(cls, fields: Fields) -> LiquidationEvent:
         """Read a stream entry's fields (bytes or str); EventError names what is wrong."""
-        f = {_text(k): _text(v) for k, v in fields.items()}
+        f = {text_of(k): text_of(v) for k, v in fields.items()}
 
         def get(name: str) -> str:
             try:
@@ -174,10 +174,10 @@ class LiquidationEvent:
             kind = MarginMode(kind_text)
         except ValueError:
             raise EventError(f"kind: must be CROSS or ISOLATED, got {kind_text!r}") from None
-        positions = _json(get("positions"), "positions")
+        positions = json_field(get("positions"), "positions")
         if not isinstance(positions, list):
             raise EventError("positions: must be a JSON array")
-        marks = _json(get("marks"), "marks")
+        marks = json_field(get("marks"), "marks")
         if not isinstance(marks, dict):
             raise EventError("marks: must be a JSON object")
         liq_price, seq = get("liq_price"), get("seq")
@@ -188,20 +188,20 @@ class LiquidationEvent:
             account=get("account"),
             symbol=get("symbol"),
             positions=tuple(EventLeg.from_json(item) for item in positions),
-            mark_price=_dec(get("mark_price"), "mark_price"),
-            marks={_str(s, "marks"): _dec(p, f"marks.{s}") for s, p in marks.items()},
-            liq_price=_dec(liq_price, "liq_price") if liq_price else None,
-            equity=_dec(get("equity"), "equity"),
-            maintenance_margin=_dec(get("maintenance_margin"), "maintenance_margin"),
-            mark_ts=_int(get("mark_ts"), "mark_ts"),
-            detected_ts=_int(get("detected_ts"), "detected_ts"),
+            mark_price=decimal_field(get("mark_price"), "mark_price"),
+            marks={_str(s, "marks"): decimal_field(p, f"marks.{s}") for s, p in marks.items()},
+            liq_price=decimal_field(liq_price, "liq_price") if liq_price else None,
+            equity=decimal_field(get("equity"), "equity"),
+            maintenance_margin=decimal_field(get("maintenance_margin"), "maintenance_margin"),
+            mark_ts=int_field(get("mark_ts"), "mark_ts"),
+            detected_ts=int_field(get("detected_ts"), "detected_ts"),
             seq=_seq(seq) if seq else None,
-            balance=None if balance is None else _dec(balance, "balance"),
+            balance=None if balance is None else decimal_field(balance, "balance"),
             transfer=_transfer(f),
         )
 
 
-def _text(value: bytes | str) -> str:
+def text_of(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
@@ -211,7 +211,7 @@ def _str(value: Any, name: str) -> str:
     return value
 
 
-def _dec(value: Any, name: str) -> Decimal:
+def decimal_field(value: Any, name: str) -> Decimal:
     try:
         result = Decimal(_str(value, name))
     except InvalidOperation:
@@ -221,7 +221,7 @@ def _dec(value: Any, name: str) -> Decimal:
     return result
 
 
-def _int(text: str, name: str) -> int:
+def int_field(text: str, name: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise EventError(f"{name}: not a non-negative integer: {text[:80]!r}")
     return int(text)
@@ -248,7 +248,7 @@ def _transfer(f: Mapping[str, str]) -> dict[str, Transfer] | None:
         raise EventError(f"{missing[0]}: missing (the partial-liquidation fields go together)")
     objects = {}
     for name in TRANSFER_FIELDS:
-        value = _json(f[name], name)
+        value = json_field(f[name], name)
         if not isinstance(value, dict):
             raise EventError(f"{name}: must be a JSON object")
         objects[name] = value
@@ -263,14 +263,14 @@ def _transfer(f: Mapping[str, str]) -> dict[str, Transfer] | None:
             raise EventError(f"tier.{symbol}: must be low or high, got {tier!r}")
         out[_str(symbol, "tier")] = Transfer(
             tier,
-            _dec(objects["transfer_qty"][symbol], f"transfer_qty.{symbol}"),
-            _dec(objects["liquidation_fee"][symbol], f"liquidation_fee.{symbol}"),
-            _dec(objects["liquidator_fee"][symbol], f"liquidator_fee.{symbol}"),
+            decimal_field(objects["transfer_qty"][symbol], f"transfer_qty.{symbol}"),
+            decimal_field(objects["liquidation_fee"][symbol], f"liquidation_fee.{symbol}"),
+            decimal_field(objects["liquidator_fee"][symbol], f"liquidator_fee.{symbol}"),
         )
     return out
 
 
-def _json(text: str, name: str) -> Any:
+def json_field(text: str, name: str) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:

@@ -69,8 +69,8 @@ _BAND_SAFETY = ONE - Decimal("1e-24")
 _SOLVE_TOLERANCE = Decimal("1e-13")
 # Recovery triggers are moved toward the mark by this much (relative), well
 # past the solve's tolerance, so that they are never late.
-_EARLY_DOWN = ONE + Decimal("1e-12")
-_EARLY_UP = ONE - Decimal("1e-12")
+EARLY_DOWN = ONE + Decimal("1e-12")
+EARLY_UP = ONE - Decimal("1e-12")
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,13 +453,13 @@ def recovery_triggers(q: Decimal, model: MaintenanceModel, y: Decimal, mark: Dec
             if y >= 0:
                 # A short is worth less than 0 at every price above 0.
                 return Triggers(None, None)
-            return Triggers(_UP.multiply(_rising_price_root(q, model, y), _EARLY_DOWN), None)
+            return Triggers(_UP.multiply(_rising_price_root(q, model, y), EARLY_DOWN), None)
         if isinstance(model, OrderlyModel) and model.cap.is_finite():
             if model.top_value < y:
                 return Triggers(None, None)
             if mark >= _DOWN.divide(model.cap, q):
                 return Triggers(mark, None)
-        return Triggers(None, _DOWN.multiply(_rising_price_root(q, model, y), _EARLY_UP))
+        return Triggers(None, _DOWN.multiply(_rising_price_root(q, model, y), EARLY_UP))
 
 
 def recovery_bands(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Literal
 
 import orjson
@@ -34,10 +34,17 @@ from state.account import AccountState, Status
 from state.bands import ALWAYS_DOWN, set_triggers
 from state.changes import ChangeSet
 from state.errors import MarginError
-from state.events import EventError, EventLeg, Fields
+from state.events import (
+    EventError,
+    EventLeg,
+    Fields,
+    decimal_field,
+    int_field,
+    json_field,
+    text_of,
+)
 from state.keys import DIRECTIONS, Keys, index_member
 from state.models import (
-    ONE,
     MarginMode,
     Position,
 )
@@ -47,8 +54,6 @@ from state.warning_levels import WarningRules
 CROSS_PART = "warn|C"
 # Triggers are moved toward the mark by this much (relative): the scaled
 # models agree with ``level`` x maintenance to about 1e-38, the solves to 1e-13.
-_EARLY_DOWN = ONE + Decimal("1e-12")
-_EARLY_UP = ONE - Decimal("1e-12")
 
 Action = Literal["warn", "rearm", "band", "clear"]
 
@@ -134,10 +139,10 @@ class WarningEvent:
     @classmethod
     def from_fields(cls, fields: Fields) -> WarningEvent:
         """Read a warnings-stream entry; EventError names what is wrong."""
-        f = {_text(k): _text(v) for k, v in fields.items()}
+        f = {text_of(k): text_of(v) for k, v in fields.items()}
         try:
-            positions = orjson.loads(f["positions"])
-            marks = orjson.loads(f["marks"])
+            positions = json_field(f["positions"], "positions")
+            marks = json_field(f["marks"], "marks")
             if not isinstance(positions, list) or not isinstance(marks, dict):
                 raise EventError("positions and marks must be a JSON array and object")
             balance = f.get("balance")
@@ -147,24 +152,22 @@ class WarningEvent:
                 account=f["account"],
                 symbol=f["symbol"],
                 positions=tuple(EventLeg.from_json(item) for item in positions),
-                marks={str(s): Decimal(str(p)) for s, p in marks.items()},
-                equity=Decimal(f["equity"]),
-                maintenance_margin=Decimal(f["maintenance_margin"]),
-                level=Decimal(f["level"]),
-                rearm=Decimal(f["rearm"]),
-                detected_ts=int(f["detected_ts"]),
+                marks={str(s): decimal_field(p, f"marks.{s}") for s, p in marks.items()},
+                equity=decimal_field(f["equity"], "equity"),
+                maintenance_margin=decimal_field(f["maintenance_margin"], "maintenance_margin"),
+                level=decimal_field(f["level"], "level"),
+                rearm=decimal_field(f["rearm"], "rearm"),
+                detected_ts=int_field(f["detected_ts"], "detected_ts"),
                 seq=f["seq"],
-                count=int(f["count"]),
-                balance=None if balance is None else Decimal(balance),
+                count=int_field(f["count"], "count"),
+                balance=None if balance is None else decimal_field(balance, "balance"),
             )
         except KeyError as exc:
             raise EventError(f"{exc.args[0]}: missing") from None
-        except (ValueError, InvalidOperation, orjson.JSONDecodeError) as exc:
-            raise EventError(f"not a warning: {exc!r}") from None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
+        except EventError:
+            raise
+        except ValueError:  # MarginMode(kind)
+            raise EventError(f"kind: must be CROSS or ISOLATED, got {f.get('kind')!r}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,7 +445,8 @@ def _early(triggers: margin.Triggers) -> margin.Triggers:
     """Move warning triggers a hair toward the mark (re-arm triggers come so already)."""
     down, up = triggers.down, triggers.up
     return margin.Triggers(
-        None if down is None else down * _EARLY_DOWN, None if up is None else up * _EARLY_UP
+        None if down is None else down * margin.EARLY_DOWN,
+        None if up is None else up * margin.EARLY_UP,
     )
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from state import margin
 from state.account import AccountState, Status, StoredPosition
 from state.errors import MarginError
+from state.events import EventError
 from state.keys import Keys
 from state.models import (
     BracketsModel,
@@ -301,3 +302,23 @@ def test_rearm_bands_are_sound(account_, data) -> None:
         )
         if not crossed:
             assert health < 0, f"late: health {health} with no re-arm trigger crossed"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("equity", "NaN", "equity: must be finite"),
+        ("count", "-1", "count: not a non-negative integer"),
+        ("kind", "BOTH", "kind: must be CROSS or ISOLATED"),
+        ("marks", "{", "marks: not JSON"),
+    ],
+)
+def test_a_malformed_warning_entry_is_an_event_error(field, value, reason) -> None:
+    (plan,) = plan_account(RULES, account(ISO), {ETH: D(1999)}, 1_000)
+    assert plan.event is not None
+    fields = {**plan.event.to_fields(), field: value}
+    with pytest.raises(EventError, match=reason):
+        WarningEvent.from_fields(fields)
+    del fields[field]
+    with pytest.raises(EventError, match=f"{field}: missing"):
+        WarningEvent.from_fields(fields)
