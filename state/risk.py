@@ -59,18 +59,9 @@ class Liquidation:
 # --- what-if -------------------------------------------------------------------------
 
 
-def liquidations(
-    states: Iterable[AccountState],
-    marks: Mapping[str, Decimal],
-    models: Mapping[str, MaintenanceModel],
-    *,
-    at_equality: bool,
-) -> list[Liquidation]:
-    """Everything of ``states`` liquidatable at ``marks`` under ``models``, largest first."""
-    out: list[Liquidation] = []
-    for state in states:
-        out += account_liquidations(state, marks, models, at_equality=at_equality)
-    return sorted(out, key=lambda x: (-x.notional, x.key))
+def largest_first(found: Iterable[Liquidation]) -> list[Liquidation]:
+    """Liquidations by notional, largest first (ties by key: a stable order)."""
+    return sorted(found, key=lambda x: (-x.notional, x.key))
 
 
 def account_liquidations(
@@ -190,8 +181,6 @@ class LiquidationMap:
     already: int = 0
     # Accounts judged.
     judged: int = 0
-    # (item, direction -1 or 1) -> the step that first liquidates it that way.
-    first: dict[tuple[ItemKey, int], int] = field(default_factory=dict)
 
 
 def step_count(range_: Decimal, step: Decimal) -> int:
@@ -209,23 +198,6 @@ def step_prices(
     down = [mark * (1 - k * step) for k in range(1, n + 1)]
     up = [mark * (1 + k * step) for k in range(1, n + 1)]
     return down, up
-
-
-def liquidation_map(
-    states: Iterable[AccountState],
-    symbol: str,
-    marks: Mapping[str, Decimal],
-    models: Mapping[str, MaintenanceModel],
-    *,
-    at_equality: bool,
-    range_: Decimal,
-    step: Decimal,
-) -> LiquidationMap:
-    """The map of ``symbol`` over ``states`` (see the module docstring)."""
-    builder = MapBuilder(symbol, marks, models, at_equality=at_equality, range_=range_, step=step)
-    for state in states:
-        builder.add(state)
-    return builder.result()
 
 
 class MapBuilder:
@@ -252,13 +224,12 @@ class MapBuilder:
     def add(self, state: AccountState) -> None:
         """Judge one account along the steps."""
         self.map.judged += 1
-        for item, signed, hit in _account_items(
+        for _item, signed, hit in _account_items(
             state, self.symbol, self.marks, self.models, self.at_equality, self.down, self.up
         ):
             if signed == 0:
                 self.map.already += 1
                 continue
-            self.map.first[(item, 1 if signed > 0 else -1)] = abs(signed)
             self._found.setdefault(signed, []).append(hit)
 
     def result(self) -> LiquidationMap:

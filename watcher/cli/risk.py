@@ -27,7 +27,15 @@ import redis.asyncio as aioredis
 
 from state.errors import StoreError
 from state.models import BracketsModel, FlatModel, MaintenanceModel
-from state.risk import Liquidation, LiquidationMap, MapStep, Totals, account_liquidations, moved
+from state.risk import (
+    Liquidation,
+    LiquidationMap,
+    MapStep,
+    Totals,
+    account_liquidations,
+    largest_first,
+    moved,
+)
 from state.store import Store
 from state.store.risk import (
     StoredMark,
@@ -465,7 +473,7 @@ async def read_whatif(
             if hits:
                 already = account_liquidations(state, base, models, at_equality=at_eq)
                 now.update(x.key for x in already)
-    order = _largest_first
+    order = largest_first
     return WhatIf(
         stored,
         scenario,
@@ -479,10 +487,6 @@ async def read_whatif(
         now,
         time.perf_counter() - started,
     )
-
-
-def _largest_first(found: list[Liquidation]) -> list[Liquidation]:
-    return sorted(found, key=lambda x: (-x.notional, x.key))
 
 
 def _liq_json(x: Liquidation, now: set[tuple[str, str]]) -> dict[str, Any]:
