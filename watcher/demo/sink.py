@@ -8,21 +8,22 @@ per message.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import time
 from typing import Any, TextIO
 
 import orjson
 from aiohttp import web
 
 from watcher.demo.redis_server import free_port
+from watcher.notify.secret import Secret
+from watcher.notify.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 
 class PrintingSink:
     """An HTTP server on 127.0.0.1 taking the notifier's webhook posts."""
 
     def __init__(self, secret: str, out: TextIO) -> None:
-        self.secret = secret.encode()
+        self.secret = Secret(secret)
         self.out = out
         self.port = free_port()
         self.received = 0
@@ -47,10 +48,9 @@ class PrintingSink:
 
     async def _post(self, request: web.Request) -> web.Response:
         body = await request.read()
-        stamp = request.headers.get("X-Liqwatch-Timestamp", "")
-        expected = hmac.new(self.secret, stamp.encode() + b"." + body, hashlib.sha256)
-        given = request.headers.get("X-Liqwatch-Signature", "").removeprefix("sha256=")
-        if not hmac.compare_digest(expected.hexdigest(), given):
+        stamp = request.headers.get(TIMESTAMP_HEADER, "")
+        given = request.headers.get(SIGNATURE_HEADER, "")
+        if not verify(self.secret, stamp, given, body, now=int(time.time())):
             self.bad_signatures += 1
             return web.Response(status=401)
         self.received += 1
