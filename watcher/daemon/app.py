@@ -394,12 +394,7 @@ class Daemon:
         """The live marks as the units see them (any unit: they share the book)."""
         for unit in self.units:
             return unit.engine.live_marks()
-        now = time.monotonic()
-        return {
-            symbol: mark.price
-            for symbol in self.book.symbols
-            if (mark := self.book.latest(symbol)) is not None and self.book.is_fresh(mark, now)
-        }
+        return {s: m.price for s, m in self.book.fresh_marks(time.monotonic()).items()}
 
 
 @contextlib.contextmanager

@@ -210,12 +210,7 @@ class Engine:
 
     def _fresh_ticks(self, now: float) -> dict[str, Tick]:
         """A tick at its latest mark for every symbol whose latest mark is fresh."""
-        ticks = {}
-        for symbol in self.book.symbols:
-            mark = self.book.latest(symbol)
-            if mark is not None and self.book.is_fresh(mark, now):
-                ticks[symbol] = Tick(mark, mark.price, mark.price)
-        return ticks
+        return {s: Tick(m, m.price, m.price) for s, m in self.book.fresh_marks(now).items()}
 
     async def _candidates(
         self, live: dict[str, Tick], now: float

@@ -253,12 +253,7 @@ def readiness(daemon: Daemon) -> list[str]:
         reasons.append("no heartbeat yet")
     elif seen.input_lag or seen.input_pending or not seen.input_lag_known:
         reasons.append(f"input not caught up: lag {seen.input_lag}, pending {seen.input_pending}")
-    now = time.monotonic()
-    stale = [
-        s
-        for s in sorted(daemon.book.symbols)
-        if (m := daemon.book.latest(s)) is None or not daemon.book.is_fresh(m, now)
-    ]
+    stale = sorted(daemon.book.symbols - daemon.book.fresh_marks(time.monotonic()).keys())
     if stale:
         reasons.append(f"STALE: {', '.join(stale)}")
     return reasons

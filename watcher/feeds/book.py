@@ -425,6 +425,14 @@ class MarkBook:
         slot = self._slots.get(mark.symbol)
         return slot is not None and slot.fresh(mark, now)
 
+    def fresh_marks(self, now: float) -> dict[str, MarkPrice]:
+        """The latest mark of every symbol whose latest mark is fresh at ``now``."""
+        return {
+            symbol: slot.mark
+            for symbol, slot in self._slots.items()
+            if slot.mark is not None and slot.fresh(slot.mark, now)
+        }
+
     def latest(self, symbol: str) -> MarkPrice | None:
         """Return the latest accepted mark of ``symbol``, taken or not."""
         slot = self._slots.get(symbol)
