@@ -13,6 +13,7 @@ from redis.exceptions import ResponseError
 from state.events import EventLeg, LiquidationEvent
 from state.keys import Keys
 from state.models import MarginMode, Seq
+from tests.helpers.wait import wait_for  # noqa: F401 (the notify tests' waiter)
 from watcher.daemon.config import Settings
 from watcher.notify.app import Notifier
 from watcher.notify.config import Delivery, NotifySettings, SinkSpec, SinkType
@@ -116,21 +117,6 @@ async def running(notifier: Notifier) -> AsyncIterator[Notifier]:
             await task
     if died:
         raise AssertionError("the notifier stopped by itself")
-
-
-async def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll ``predicate`` (sync or async) until it holds."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                value = predicate()
-                if asyncio.iscoroutine(value):
-                    value = await value
-                if value:
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def has_group(redis: Any, group: str = "notify", keys: Keys = KEYS) -> bool:

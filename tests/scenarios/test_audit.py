@@ -8,9 +8,7 @@ paced at 20 ms a batch here, to find it, log it and put it right.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +17,7 @@ from structlog.testing import capture_logs
 from state import margin
 from state.models import FlatModel, MarginMode, Position
 from tests.helpers.harness import Harness
+from tests.helpers.wait import wait_for
 
 ETH = "PERP_ETH_USDC"
 BTC = "PERP_BTC_USDC"
@@ -28,12 +27,6 @@ EXAMPLE_6 = Position("X", ETH, MarginMode.ISOLATED, Decimal(1), Decimal(3000), D
 SCORE_6 = margin.index_score(
     margin.isolated_liq_price(EXAMPLE_6, FlatModel(Decimal("0.006"))) or Decimal(0), down=True
 )
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.02)
 
 
 def logged(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
@@ -50,11 +43,11 @@ async def test_a_removed_or_moved_isolated_member_is_put_back(redis_server, redi
         assert await h.redis.zscore(down, "I|X") == SCORE_6
         with capture_logs() as logs:
             await h.redis.zrem(down, "I|X")
-            await until(lambda: h.redis.zscore(down, "I|X"))
+            await wait_for(lambda: h.redis.zscore(down, "I|X"))
             assert await h.redis.zscore(down, "I|X") == SCORE_6
             # Moved far below its price: the filter would be late. Repaired too.
             await h.redis.zadd(down, {"I|X": 1000.0})
-            await until(lambda: _score_is(h, down, "I|X", SCORE_6))
+            await wait_for(lambda: _score_is(h, down, "I|X", SCORE_6))
         found = logged(logs, "audit.index_mismatch")
         assert len(found) >= 2
         assert all(e["account"] == "X" for e in found)
@@ -74,7 +67,7 @@ async def test_a_member_without_a_position_is_removed(redis_server, redis_client
         down = h.daemon.store.keys.index(ETH, "down")
         with capture_logs() as logs:
             await h.redis.zadd(down, {"I|GHOST": 10.0, "C|GHOST": 10.0})
-            await until(lambda: _gone(h, down, ["I|GHOST", "C|GHOST"]))
+            await wait_for(lambda: _gone(h, down, ["I|GHOST", "C|GHOST"]))
         assert {e["account"] for e in logged(logs, "audit.index_mismatch")} == {"GHOST"}
 
 
@@ -95,7 +88,7 @@ async def test_a_liquidatable_account_nobody_indexed_is_decided(redis_server, re
                 keys.account("M"), mapping={"balance": "0", "seq": "1", "version": "1"}
             )
             await h.redis.hset(keys.positions("M"), "ISOLATED|" + ETH, json.dumps(position))
-            await until(lambda: _has_events(h))
+            await wait_for(lambda: _has_events(h))
         (event,) = await h.events()
         assert (event["kind"], event["account"], event["symbol"]) == ("ISOLATED", "M", ETH)
         assert Decimal(event["mark_price"]) == 2700
@@ -130,6 +123,6 @@ async def test_an_unsound_cross_band_is_rebanded(redis_server, redis_client) -> 
         assert band is not None
         with capture_logs() as logs:
             await h.redis.zadd(down, {"C|C": 1.0})
-            await until(lambda: _score_is(h, down, "C|C", band))
+            await wait_for(lambda: _score_is(h, down, "C|C", band))
         (found,) = logged(logs, "audit.index_mismatch")
         assert "unsound" in found["found"][0]

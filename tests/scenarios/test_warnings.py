@@ -16,6 +16,7 @@ from state.keys import Keys
 from state.models import MarginMode
 from state.warnings import WarningEvent
 from tests.helpers.harness import Harness, topology_harness
+from tests.helpers.wait import wait_for
 
 ETH = "PERP_ETH_USDC"
 WARNINGS = '[warnings]\nlevel = "1.5"\nrearm = "1.6"\ninterval = 0.02\n'
@@ -30,17 +31,11 @@ async def warnings_of(h: Harness) -> list[WarningEvent]:
     return out
 
 
-async def until(predicate, what: str, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.02)
-
-
 async def count_is(h: Harness, n: int) -> None:
     async def enough() -> bool:
         return len(await warnings_of(h)) >= n
 
-    await until(enough, f"{n} warnings")
+    await wait_for(enough, what=f"{n} warnings")
     await asyncio.sleep(0.2)  # a few more rounds: nothing more comes
     assert len(await warnings_of(h)) == n
 
@@ -110,7 +105,7 @@ async def test_one_warning_per_crossing_and_rearmed_past_the_rearm_level(
         async def rearmed() -> bool:
             return await in_warning(h) == set()
 
-        await until(rearmed, "re-armed")
+        await wait_for(rearmed, what="re-armed")
         await h.tick({ETH: "2724"})
         await count_is(h, 4)
         second = sorted(w.id for w in await warnings_of(h) if w.count == 2)
@@ -155,7 +150,7 @@ async def test_a_liquidation_clears_the_warning(redis_server, redis_client) -> N
         async def cleared() -> bool:
             return await in_warning(h) == set()
 
-        await until(cleared, "warnings cleared")
+        await wait_for(cleared, what="warnings cleared")
         keys = Keys()
         for index in (keys.warn_index, keys.rearm_index):
             for direction in ("down", "up"):
